@@ -1,0 +1,195 @@
+// Backend: the op set the model is written against, with one CPU and one CUDA
+// implementation. Public methods are non-virtual: they check shapes once, then
+// call the protected virtual *_impl. Pointers passed to ops are backend memory
+// (from alloc()); matrices are row-major and contiguous.
+//
+// Ordering: every op, fill_zero and replay runs in issue order on the backend's
+// compute stream; on the CPU that simply means "now". Only download(),
+// synchronize() and wait_fence() block the host.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "mlp/buffer.h"
+
+namespace mlp {
+
+// Row-major views. CMat converts implicitly from Mat.
+struct Mat {
+  float* data;
+  int64_t rows;
+  int64_t cols;
+  int64_t size() const { return rows * cols; }
+};
+struct CMat {
+  const float* data;
+  int64_t rows;
+  int64_t cols;
+  CMat(const float* d, int64_t r, int64_t c) : data(d), rows(r), cols(c) {}
+  CMat(Mat m) : data(m.data), rows(m.rows), cols(m.cols) {}  // NOLINT: implicit on purpose
+  int64_t size() const { return rows * cols; }
+};
+
+enum class Trans { kNo, kYes };
+enum class BackendKind { kCpu, kCuda };
+
+struct AdamHyper {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+};
+
+// metrics points at two doubles in backend memory: {loss_sum, correct_count}.
+inline constexpr int kMetricLossSum = 0;
+inline constexpr int kMetricCorrect = 1;
+inline constexpr int kMetricCount = 2;
+
+// A recorded step, replayed without re-issuing its ops (a CUDA Graph on CUDA).
+class Graph {
+ public:
+  virtual ~Graph() = default;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual BackendKind kind() const = 0;
+  // One line for the run header, e.g. "cpu: OpenBLAS 0.3.21 (Haswell), 2 threads".
+  virtual std::string describe() const = 0;
+
+  // ---- memory -------------------------------------------------------------
+  Buffer alloc(std::size_t bytes);       // backend memory, zero-filled
+  Buffer alloc_host(std::size_t bytes);  // host staging memory (pinned on CUDA)
+  void upload(void* dst, const void* src, std::size_t bytes);    // blocking
+  void download(void* dst, const void* src, std::size_t bytes);  // waits for queued work
+  void fill_zero(void* dst, std::size_t bytes);                  // queued
+  void synchronize() { synchronize_impl(); }
+
+  // ---- streaming ----------------------------------------------------------
+  // Marks the compute stream's current position; returns its id.
+  uint64_t record_compute_event() { return record_compute_event_impl(); }
+  // Queues a copy from host staging memory into backend memory. The copy waits
+  // for compute event `after` (0: none) so it cannot overwrite data a queued
+  // step still reads, and later compute waits for the copy. Returns a fence:
+  // wait_fence(fence) blocks until `src` may be reused. Thread-safe with respect
+  // to wait_fence() called from a loader thread.
+  uint64_t upload_async(void* dst, const void* src, std::size_t bytes, uint64_t after);
+  void wait_fence(uint64_t fence) { wait_fence_impl(fence); }
+
+  // ---- graphs -------------------------------------------------------------
+  // Records the ops `step` issues so replay() can issue them again cheaply.
+  // The step must use fixed pointers and never block the host.
+  std::unique_ptr<Graph> capture(const std::function<void()>& step) { return capture_impl(step); }
+  void replay(Graph& g) { replay_impl(g); }
+
+  // ---- timing -------------------------------------------------------------
+  // Records a timestamp in issue order (a CUDA event on the compute stream; the
+  // steady clock on the CPU, where ops are synchronous) and returns its id.
+  // Ids stay valid for the last kTimestampRing recordings.
+  static constexpr uint64_t kTimestampRing = 1024;
+  uint64_t record_timestamp() { return record_timestamp_impl(); }
+  // Milliseconds from timestamp `from` to `to`; blocks until both happened.
+  double elapsed_ms(uint64_t from, uint64_t to) { return elapsed_ms_impl(from, to); }
+
+  // ---- profiling ----------------------------------------------------------
+  virtual void push_range(const char* /*name*/) {}  // NVTX range on CUDA
+  virtual void pop_range() {}
+  virtual void profiler_start() {}
+  virtual void profiler_stop() {}
+
+  // ---- ops ----------------------------------------------------------------
+  // c = alpha * op(a) * op(b) + beta * c
+  void gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c);
+  // out = in / 255, or (in > 127 ? 1 : 0) when binarize; in: (rows, cols) uint8
+  void u8_to_float(const uint8_t* in, Mat out, bool binarize);
+  // z = max(z + bias, 0), bias broadcast over rows; bias: (z.cols)
+  void bias_relu_forward(Mat z, const float* bias);
+  // z = z + bias
+  void bias_forward(Mat z, const float* bias);
+  // grad = grad * (act > 0); act is the ReLU output
+  void relu_backward(Mat grad, CMat act);
+  // db = column sums of grad; db: (grad.cols)
+  void bias_grad(CMat grad, float* db);
+  // Row-wise softmax cross-entropy against labels (rows). Adds the summed loss
+  // and the number of rows whose argmax equals the label to metrics; when
+  // dlogits is non-null writes d(mean loss)/d(logits) = (softmax - onehot) / rows.
+  void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* metrics);
+  // *step += 1; then Adam with bias correction at t = *step over n floats.
+  // step lives in backend memory so a captured graph sees it advance.
+  void adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
+                 const AdamHyper& h, int64_t* step);
+
+ protected:
+  virtual void* alloc_impl(std::size_t bytes, Buffer::FreeFn* free_fn) = 0;
+  virtual void* alloc_host_impl(std::size_t bytes, Buffer::FreeFn* free_fn) = 0;
+  virtual void upload_impl(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void download_impl(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void fill_zero_impl(void* dst, std::size_t bytes) = 0;
+  virtual void synchronize_impl() = 0;
+  virtual uint64_t record_compute_event_impl() = 0;
+  virtual uint64_t upload_async_impl(void* dst, const void* src, std::size_t bytes,
+                                     uint64_t after) = 0;
+  virtual void wait_fence_impl(uint64_t fence) = 0;
+  virtual uint64_t record_timestamp_impl() = 0;
+  virtual double elapsed_ms_impl(uint64_t from, uint64_t to) = 0;
+  virtual std::unique_ptr<Graph> capture_impl(const std::function<void()>& step) = 0;
+  virtual void replay_impl(Graph& g) = 0;
+
+  virtual void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) = 0;
+  virtual void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) = 0;
+  virtual void bias_relu_forward_impl(Mat z, const float* bias) = 0;
+  virtual void bias_forward_impl(Mat z, const float* bias) = 0;
+  virtual void relu_backward_impl(Mat grad, CMat act) = 0;
+  virtual void bias_grad_impl(CMat grad, float* db) = 0;
+  virtual void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
+                                 double* metrics) = 0;
+  virtual void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
+                              const AdamHyper& h, int64_t* step) = 0;
+};
+
+// RAII profiling range (NVTX on CUDA, nothing on the CPU).
+class ScopedRange {
+ public:
+  ScopedRange(Backend& b, const char* name) : b_(b) { b_.push_range(name); }
+  ~ScopedRange() { b_.pop_range(); }
+  ScopedRange(const ScopedRange&) = delete;
+  ScopedRange& operator=(const ScopedRange&) = delete;
+
+ private:
+  Backend& b_;
+};
+
+struct CpuOptions {
+  int threads = 0;  // 0: all cores
+};
+struct CudaOptions {
+  int device = 0;
+  bool tf32 = false;  // allow TF32 tensor-core math in cuBLAS (default strict FP32)
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuOptions& opt);
+// Throws Error(kDevice) when built without CUDA or when no usable device exists.
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt);
+bool cuda_compiled();
+// Human-readable reason why CUDA can't be used, or "" when a device is usable.
+std::string cuda_unavailable_reason();
+// Multi-line report for `mnist-mlp info`: devices, compute capability, memory,
+// compiled architectures, CUDA / cuBLAS / cuDNN versions, or why there are none.
+std::string cuda_report();
+
+// --device auto|cpu|cuda: auto picks CUDA when a device is usable, else the CPU.
+enum class DeviceChoice { kAuto, kCpu, kCuda };
+DeviceChoice parse_device(const std::string& s);  // Error(kUsage) on anything else
+struct BackendOptions {
+  DeviceChoice device = DeviceChoice::kAuto;
+  CpuOptions cpu;
+  CudaOptions cuda;
+};
+std::unique_ptr<Backend> make_backend(const BackendOptions& opt);
+
+}  // namespace mlp

@@ -1,0 +1,98 @@
+// Model: the MLP's layer sizes, its flat parameter / gradient / Adam-moment
+// buffers, and forward/backward written once against the Backend ops.
+//
+// Layout invariants: layer l's weights W_l are (fan_in, fan_out) row-major, so
+// a layer is Y = X * W_l + b_l; each tensor starts on a 16-byte boundary (a
+// multiple of 4 floats) inside the flat buffer; gradients and both moments use
+// the same offsets, so one Adam launch updates everything. Padding floats have
+// zero gradient forever and so never move.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mlp/backend.h"
+
+namespace mlp {
+
+enum class InitScheme { kHe, kNormal };
+InitScheme parse_init(const std::string& s);  // "he" | "normal", else Error(kUsage)
+const char* init_name(InitScheme s);
+
+class ParamLayout {
+ public:
+  // sizes: {inputs, hidden..., classes}, e.g. {784, 500, 500, 500, 10}
+  explicit ParamLayout(std::vector<int64_t> sizes);
+  int64_t layers() const { return static_cast<int64_t>(sizes_.size()) - 1; }
+  int64_t fan_in(int64_t l) const { return sizes_[l]; }
+  int64_t fan_out(int64_t l) const { return sizes_[l + 1]; }
+  int64_t weight_offset(int64_t l) const { return w_off_[l]; }
+  int64_t bias_offset(int64_t l) const { return b_off_[l]; }
+  int64_t total_floats() const { return total_; }  // including alignment padding
+  int64_t parameter_count() const;                  // weights and biases only
+  const std::vector<int64_t>& sizes() const { return sizes_; }
+  int64_t max_width() const;  // widest layer output (activation-gradient scratch width)
+
+ private:
+  std::vector<int64_t> sizes_, w_off_, b_off_;
+  int64_t total_ = 0;
+};
+
+// Initial parameters, on the host, in the flat layout.
+//   he:     W ~ N(0, 2/fan_in), b = 0 (suits ReLU; the default)
+//   normal: W, b ~ N(0, 1), the tutorial's tf.random_normal
+std::vector<float> initial_params(const ParamLayout& layout, InitScheme scheme, uint64_t seed);
+
+// Everything a checkpoint needs to continue training exactly.
+struct ModelState {
+  std::vector<float> params, m, v;  // flat layout, total_floats() each
+  int64_t step = 0;                 // Adam steps taken
+};
+
+class Model {
+ public:
+  Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, AdamHyper adam,
+        bool binarize);
+
+  const ParamLayout& layout() const { return layout_; }
+  int64_t max_batch() const { return max_batch_; }
+  int64_t inputs() const { return layout_.sizes().front(); }
+  int64_t classes() const { return layout_.sizes().back(); }
+
+  void set_params(const std::vector<float>& host);  // also resets Adam state
+  ModelState state() const;                          // downloads (blocks)
+  void set_state(const ModelState& s);
+
+  // images: (batch, inputs) uint8 and labels: (batch) in backend memory.
+  // forward leaves the logits in logits(batch).
+  void forward(const uint8_t* images, int64_t batch);
+  // Loss (added into metrics) and every parameter gradient, after forward().
+  void backward(const uint8_t* labels, int64_t batch, double* metrics);
+  // One Adam step over the flat buffer, from the gradients backward() left.
+  void update();
+  // forward, backward, update. Issues no host sync and no allocation, so it
+  // can be captured as a graph.
+  void train_step(const uint8_t* images, const uint8_t* labels, int64_t batch, double* metrics);
+  // forward and loss only.
+  void eval_step(const uint8_t* images, const uint8_t* labels, int64_t batch, double* metrics);
+  CMat logits(int64_t batch) const;
+
+  // Flat buffers in backend memory (tests compare them across backends).
+  const float* params() const { return params_.as<float>(); }
+  const float* grads() const { return grads_.as<float>(); }
+
+ private:
+  Mat act(int64_t l, int64_t batch) const;
+
+  Backend& be_;
+  ParamLayout layout_;
+  int64_t max_batch_;
+  AdamHyper adam_;
+  bool binarize_;
+  Buffer params_, grads_, m_, v_, step_;
+  std::vector<Buffer> acts_;  // acts_[0]: input as float; acts_[l]: layer l's output
+  Buffer scratch_[2];         // activation gradients, ping-pong: (max_batch, max_width)
+};
+
+}  // namespace mlp

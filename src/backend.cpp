@@ -1,0 +1,126 @@
+// The checked half of the Backend seam: every public op validates shapes and
+// pointers once here, so neither implementation repeats the checks and a
+// shape bug fails loudly on both with the same message.
+#include "mlp/backend.h"
+
+#include <fmt/format.h>
+
+#include "mlp/error.h"
+
+namespace mlp {
+namespace {
+
+[[noreturn]] void fail(const char* op, const std::string& what) {
+  throw Error(ExitCode::kFailure, fmt::format("backend op {}: {}", op, what));
+}
+
+void check_mat(const char* op, const char* name, const float* data, int64_t rows, int64_t cols) {
+  if (rows <= 0 || cols <= 0)
+    fail(op, fmt::format("{} has empty or negative shape ({}, {})", name, rows, cols));
+  if (data == nullptr) fail(op, fmt::format("{} is null", name));
+}
+
+}  // namespace
+
+Buffer Backend::alloc(std::size_t bytes) {
+  if (bytes == 0) return {};
+  Buffer::FreeFn free_fn = nullptr;
+  void* p = alloc_impl(bytes, &free_fn);
+  return Buffer(p, bytes, free_fn);
+}
+
+Buffer Backend::alloc_host(std::size_t bytes) {
+  if (bytes == 0) return {};
+  Buffer::FreeFn free_fn = nullptr;
+  void* p = alloc_host_impl(bytes, &free_fn);
+  return Buffer(p, bytes, free_fn);
+}
+
+void Backend::upload(void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (!dst || !src) fail("upload", "null pointer");
+  upload_impl(dst, src, bytes);
+}
+
+void Backend::download(void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (!dst || !src) fail("download", "null pointer");
+  download_impl(dst, src, bytes);
+}
+
+void Backend::fill_zero(void* dst, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (!dst) fail("fill_zero", "null pointer");
+  fill_zero_impl(dst, bytes);
+}
+
+uint64_t Backend::upload_async(void* dst, const void* src, std::size_t bytes, uint64_t after) {
+  if (!dst || !src || bytes == 0) fail("upload_async", "null pointer or empty copy");
+  return upload_async_impl(dst, src, bytes, after);
+}
+
+void Backend::gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) {
+  check_mat("gemm", "a", a.data, a.rows, a.cols);
+  check_mat("gemm", "b", b.data, b.rows, b.cols);
+  check_mat("gemm", "c", c.data, c.rows, c.cols);
+  const int64_t m = ta == Trans::kNo ? a.rows : a.cols;
+  const int64_t ka = ta == Trans::kNo ? a.cols : a.rows;
+  const int64_t kb = tb == Trans::kNo ? b.rows : b.cols;
+  const int64_t n = tb == Trans::kNo ? b.cols : b.rows;
+  if (ka != kb || c.rows != m || c.cols != n)
+    fail("gemm", fmt::format("op(a) is {}x{}, op(b) is {}x{}, c is {}x{}", m, ka, kb, n, c.rows,
+                             c.cols));
+  gemm_impl(ta, tb, alpha, a, b, beta, c);
+}
+
+void Backend::u8_to_float(const uint8_t* in, Mat out, bool binarize) {
+  check_mat("u8_to_float", "out", out.data, out.rows, out.cols);
+  if (!in) fail("u8_to_float", "input is null");
+  u8_to_float_impl(in, out, binarize);
+}
+
+void Backend::bias_relu_forward(Mat z, const float* bias) {
+  check_mat("bias_relu_forward", "z", z.data, z.rows, z.cols);
+  if (!bias) fail("bias_relu_forward", "bias is null");
+  bias_relu_forward_impl(z, bias);
+}
+
+void Backend::bias_forward(Mat z, const float* bias) {
+  check_mat("bias_forward", "z", z.data, z.rows, z.cols);
+  if (!bias) fail("bias_forward", "bias is null");
+  bias_forward_impl(z, bias);
+}
+
+void Backend::relu_backward(Mat grad, CMat act) {
+  check_mat("relu_backward", "grad", grad.data, grad.rows, grad.cols);
+  check_mat("relu_backward", "act", act.data, act.rows, act.cols);
+  if (grad.rows != act.rows || grad.cols != act.cols)
+    fail("relu_backward", fmt::format("grad is {}x{} but act is {}x{}", grad.rows, grad.cols,
+                                      act.rows, act.cols));
+  relu_backward_impl(grad, act);
+}
+
+void Backend::bias_grad(CMat grad, float* db) {
+  check_mat("bias_grad", "grad", grad.data, grad.rows, grad.cols);
+  if (!db) fail("bias_grad", "db is null");
+  bias_grad_impl(grad, db);
+}
+
+void Backend::softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* metrics) {
+  check_mat("softmax_xent", "logits", logits.data, logits.rows, logits.cols);
+  if (logits.cols > 256) fail("softmax_xent", "more than 256 classes (labels are uint8)");
+  if (!labels || !metrics) fail("softmax_xent", "labels or metrics is null");
+  softmax_xent_impl(logits, labels, dlogits, metrics);
+}
+
+void Backend::adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
+                        const AdamHyper& h, int64_t* step) {
+  if (n <= 0) fail("adam_step", fmt::format("n = {}", n));
+  if (!params || !grads || !m || !v || !step) fail("adam_step", "null pointer");
+  if (!(h.lr > 0) || !(h.beta1 >= 0 && h.beta1 < 1) || !(h.beta2 >= 0 && h.beta2 < 1) ||
+      !(h.eps > 0))
+    fail("adam_step", "hyperparameters out of range");
+  adam_step_impl(params, grads, m, v, n, h, step);
+}
+
+}  // namespace mlp

@@ -1,0 +1,140 @@
+// mnist-mlp train: flags -> TrainConfig -> backend, data, model -> Trainer.
+#include <fmt/format.h>
+
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/reporter.h"
+#include "mlp/backend.h"
+#include "mlp/dataset.h"
+#include "mlp/error.h"
+#include "mlp/model.h"
+#include "mlp/trainer.h"
+
+namespace mlp::cli {
+namespace {
+
+struct TrainOptions {
+  TrainConfig cfg;
+  std::string device = "auto";
+  std::string init = "he";
+  int threads = 0;
+  bool tf32 = false;
+  bool no_graph = false;
+  bool quiet = false;
+  std::string log_json;
+};
+
+std::string join_sizes(const std::vector<int64_t>& v) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "-" : "") + std::to_string(v[i]);
+  return s;
+}
+
+int run_train(TrainOptions& o) {
+  TrainConfig& cfg = o.cfg;
+  cfg.init = parse_init(o.init);
+  cfg.use_graph = !o.no_graph;
+  BackendOptions bo;
+  bo.device = parse_device(o.device);
+  bo.cpu.threads = o.threads;
+  bo.cuda.tf32 = o.tf32;
+
+  Reporter report(o.quiet, o.log_json);  // opens --log-json first: fail before any work
+  std::unique_ptr<Backend> backend = make_backend(bo);
+  const Dataset train = load_split(cfg.data_dir, Split::kTrain);
+  const Dataset test = load_split(cfg.data_dir, Split::kTest);
+
+  std::vector<int64_t> sizes{train.pixels()};
+  sizes.insert(sizes.end(), cfg.hidden.begin(), cfg.hidden.end());
+  sizes.push_back(kClasses);
+  Model model(*backend, sizes, cfg.batch_size, cfg.adam, cfg.binarize);
+  model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
+  Trainer trainer(*backend, model, train, &test, cfg);
+
+  const nlohmann::json fields = {
+      {"version", MLP_VERSION},
+      {"device", backend->kind() == BackendKind::kCuda ? "cuda" : "cpu"},
+      {"backend", backend->describe()},
+      {"data", cfg.data_dir},
+      {"train_samples", train.count},
+      {"test_samples", test.count},
+      {"layers", sizes},
+      {"parameters", model.layout().parameter_count()},
+      {"epochs", cfg.epochs},
+      {"batch_size", cfg.batch_size},
+      {"steps_per_epoch", trainer.steps_per_epoch()},
+      {"lr", cfg.adam.lr},
+      {"init", init_name(cfg.init)},
+      {"seed", cfg.seed},
+      {"binarize", cfg.binarize},
+      {"graph", cfg.use_graph}};
+  report.header(
+      fields,
+      fmt::format("mnist-mlp {} | {}\n"
+                  "data   {}: {} train, {} test ({})\n"
+                  "model  {} ({:L} parameters), init {}, Adam lr {:g}, batch {}, {} epochs, "
+                  "seed {}{}{}\n",
+                  MLP_VERSION, backend->describe(), cfg.data_dir, train.count, test.count,
+                  cfg.binarize ? "binarized pixels" : "pixels / 255", join_sizes(sizes),
+                  model.layout().parameter_count(), init_name(cfg.init), cfg.adam.lr,
+                  cfg.batch_size, cfg.epochs, cfg.seed,
+                  cfg.use_graph ? "" : ", no graph",
+                  cfg.profile_steps > 0 ? fmt::format(", profiling {} steps", cfg.profile_steps)
+                                        : ""));
+
+  const std::vector<EpochStats> epochs = trainer.run(report);
+  double seconds = 0;
+  for (const auto& e : epochs) seconds += e.seconds;
+  if (cfg.profile_steps > 0) {
+    report.say(fmt::format("profiled {} steps in {:.3f} s", epochs.empty() ? 0 : epochs[0].steps,
+                           seconds));
+    return 0;
+  }
+  report.summary(epochs.empty() ? nullptr : &epochs.back(), seconds,
+                 static_cast<int64_t>(epochs.size()));
+  return 0;
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& root) {
+  auto o = std::make_shared<TrainOptions>();
+  TrainConfig& c = o->cfg;
+  CLI::App* app = root.add_subcommand("train", "Train the MLP on MNIST-format data");
+  app->add_option("--data", c.data_dir, "Directory with the four MNIST IDX files (raw or .gz)")
+      ->capture_default_str();
+  app->add_option("--epochs", c.epochs, "Passes over the training set")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  app->add_option("--batch-size", c.batch_size, "Samples per optimizer step")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app->add_option("--lr", c.adam.lr, "Adam learning rate")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--beta1", c.adam.beta1, "Adam first-moment decay")
+      ->capture_default_str()->check(CLI::Range(0.0f, 0.999999f));
+  app->add_option("--beta2", c.adam.beta2, "Adam second-moment decay")
+      ->capture_default_str()->check(CLI::Range(0.0f, 0.999999f));
+  app->add_option("--eps", c.adam.eps, "Adam epsilon")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--hidden", c.hidden, "Hidden layer sizes, comma-separated")
+      ->delimiter(',')->default_str("500,500,500")->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app->add_option("--init", o->init, "Weight init: he (N(0, 2/fan_in), zero bias) or normal "
+                                     "(N(0,1) weights and biases, the tutorial's)")
+      ->capture_default_str()->check(CLI::IsMember({"he", "normal"}));
+  app->add_option("--seed", c.seed, "Seed for init and shuffling")->capture_default_str();
+  app->add_option("--device", o->device, "auto (CUDA if a device is usable), cpu or cuda")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app->add_option("--threads", o->threads, "CPU threads for BLAS and loops (0: all cores)")
+      ->capture_default_str()->check(CLI::Range(0, 1024));
+  app->add_flag("--binarize", c.binarize, "Threshold pixels at 128 to 0/1 instead of scaling by 1/255");
+  app->add_flag("--tf32", o->tf32, "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
+  app->add_flag("--no-graph", o->no_graph, "CUDA: issue each step's kernels eagerly instead of replaying a CUDA Graph");
+  app->add_option("--profile-steps", c.profile_steps,
+                  "Run N steps inside cudaProfilerStart/Stop (for nsys/ncu), then exit")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  app->add_option("--log-json", o->log_json, "Write JSON lines (start, epoch, summary) to FILE");
+  app->add_flag("-q,--quiet", o->quiet, "Print only the final result line and errors");
+  return {app, [o] { return run_train(*o); }};
+}
+
+}  // namespace mlp::cli

@@ -1,0 +1,123 @@
+// CpuBackend: the Backend seam on the host. Everything is synchronous, so
+// events and fences are plain counters and a "graph" is the step function
+// itself. Threads: OpenBLAS gets `threads` for sgemm, OpenMP loops get the
+// same number; both run one after the other, never at once.
+#include <cblas.h>
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "cpu/cpu_ops.h"
+#include "mlp/backend.h"
+#include "mlp/error.h"
+
+namespace mlp {
+namespace {
+
+void free_host(void* p) noexcept { std::free(p); }
+
+class CpuGraph final : public Graph {
+ public:
+  explicit CpuGraph(std::function<void()> f) : step(std::move(f)) {}
+  std::function<void()> step;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const CpuOptions& opt) {
+    threads_ = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
+    if (threads_ <= 0) threads_ = 1;
+    openblas_set_num_threads(threads_);
+  }
+
+  BackendKind kind() const override { return BackendKind::kCpu; }
+  std::string describe() const override {
+    std::string config = openblas_get_config();
+    while (!config.empty() && config.back() == ' ') config.pop_back();
+    return fmt::format("cpu: {} (core {}), {} thread{}", config, openblas_get_corename(),
+                       threads_, threads_ == 1 ? "" : "s");
+  }
+
+ protected:
+  void* alloc_impl(std::size_t bytes, Buffer::FreeFn* free_fn) override {
+    const std::size_t rounded = (bytes + 63) / 64 * 64;  // aligned_alloc wants a multiple
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw Error(ExitCode::kFailure, fmt::format("out of host memory ({} bytes)", bytes));
+    std::memset(p, 0, rounded);
+    *free_fn = free_host;
+    return p;
+  }
+  void* alloc_host_impl(std::size_t bytes, Buffer::FreeFn* free_fn) override {
+    return alloc_impl(bytes, free_fn);
+  }
+  void upload_impl(void* dst, const void* src, std::size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+  }
+  void download_impl(void* dst, const void* src, std::size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+  }
+  void fill_zero_impl(void* dst, std::size_t bytes) override { std::memset(dst, 0, bytes); }
+  void synchronize_impl() override {}
+  uint64_t record_compute_event_impl() override { return ++events_; }
+  uint64_t upload_async_impl(void* dst, const void* src, std::size_t bytes, uint64_t) override {
+    std::memcpy(dst, src, bytes);
+    return ++events_;
+  }
+  void wait_fence_impl(uint64_t) override {}
+  uint64_t record_timestamp_impl() override {
+    const uint64_t id = ++timestamps_recorded_;
+    timestamps_[id % kTimestampRing] = std::chrono::steady_clock::now();
+    return id;
+  }
+  double elapsed_ms_impl(uint64_t from, uint64_t to) override {
+    return std::chrono::duration<double, std::milli>(timestamps_[to % kTimestampRing] -
+                                                     timestamps_[from % kTimestampRing])
+        .count();
+  }
+  std::unique_ptr<Graph> capture_impl(const std::function<void()>& step) override {
+    return std::make_unique<CpuGraph>(step);
+  }
+  void replay_impl(Graph& g) override { static_cast<CpuGraph&>(g).step(); }
+
+  void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) override {
+    cpu::gemm(ta, tb, alpha, a, b, beta, c);
+  }
+  void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
+    cpu::u8_to_float(in, out, binarize, threads_);
+  }
+  void bias_relu_forward_impl(Mat z, const float* bias) override {
+    cpu::bias_relu_forward(z, bias, threads_);
+  }
+  void bias_forward_impl(Mat z, const float* bias) override { cpu::bias_forward(z, bias); }
+  void relu_backward_impl(Mat grad, CMat act) override {
+    cpu::relu_backward(grad, act, threads_);
+  }
+  void bias_grad_impl(CMat grad, float* db) override { cpu::bias_grad(grad, db); }
+  void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
+                         double* metrics) override {
+    cpu::softmax_xent(logits, labels, dlogits, metrics);
+  }
+  void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
+                      const AdamHyper& h, int64_t* step) override {
+    cpu::adam_step(params, grads, m, v, n, h, step, threads_);
+  }
+
+ private:
+  int threads_ = 1;
+  uint64_t events_ = 0;
+  uint64_t timestamps_recorded_ = 0;
+  std::chrono::steady_clock::time_point timestamps_[kTimestampRing];
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuOptions& opt) {
+  return std::make_unique<CpuBackend>(opt);
+}
+
+}  // namespace mlp

@@ -1,0 +1,184 @@
+// Model: forward/backward of the MLP over the Backend ops. Reads in the order
+// a step runs: layout, init, forward, loss, backward, update.
+#include "mlp/model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "mlp/error.h"
+#include "mlp/rng.h"
+
+namespace mlp {
+
+InitScheme parse_init(const std::string& s) {
+  if (s == "he") return InitScheme::kHe;
+  if (s == "normal") return InitScheme::kNormal;
+  throw usage_error(fmt::format("--init: unknown scheme '{}' (expected he or normal)", s));
+}
+
+const char* init_name(InitScheme s) { return s == InitScheme::kHe ? "he" : "normal"; }
+
+// ---- layout -----------------------------------------------------------------
+
+ParamLayout::ParamLayout(std::vector<int64_t> sizes) : sizes_(std::move(sizes)) {
+  if (sizes_.size() < 2) throw usage_error("a model needs at least an input and an output size");
+  for (int64_t s : sizes_)
+    if (s <= 0 || s > (1 << 20)) throw usage_error(fmt::format("layer size {} is out of range", s));
+  const auto align4 = [](int64_t n) { return (n + 3) / 4 * 4; };  // 16 bytes
+  for (int64_t l = 0; l < layers(); ++l) {
+    w_off_.push_back(total_);
+    total_ += align4(fan_in(l) * fan_out(l));
+    b_off_.push_back(total_);
+    total_ += align4(fan_out(l));
+  }
+}
+
+int64_t ParamLayout::parameter_count() const {
+  int64_t n = 0;
+  for (int64_t l = 0; l < layers(); ++l) n += fan_in(l) * fan_out(l) + fan_out(l);
+  return n;
+}
+
+int64_t ParamLayout::max_width() const {
+  return *std::max_element(sizes_.begin() + 1, sizes_.end());
+}
+
+std::vector<float> initial_params(const ParamLayout& layout, InitScheme scheme, uint64_t seed) {
+  std::vector<float> p(static_cast<std::size_t>(layout.total_floats()), 0.0f);
+  Pcg32 rng(seed, 0x1a17);
+  for (int64_t l = 0; l < layout.layers(); ++l) {
+    const double stddev = scheme == InitScheme::kHe ? std::sqrt(2.0 / static_cast<double>(layout.fan_in(l))) : 1.0;
+    float* w = p.data() + layout.weight_offset(l);
+    for (int64_t i = 0; i < layout.fan_in(l) * layout.fan_out(l); ++i)
+      w[i] = static_cast<float>(rng.normal() * stddev);
+    if (scheme == InitScheme::kNormal) {
+      float* b = p.data() + layout.bias_offset(l);
+      for (int64_t i = 0; i < layout.fan_out(l); ++i) b[i] = static_cast<float>(rng.normal());
+    }
+  }
+  return p;
+}
+
+// ---- allocation ---------------------------------------------------------------
+
+Model::Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, AdamHyper adam,
+             bool binarize)
+    : be_(backend), layout_(std::move(sizes)), max_batch_(max_batch), adam_(adam),
+      binarize_(binarize) {
+  if (max_batch_ <= 0) throw usage_error("batch size must be positive");
+  const auto floats = [](int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); };
+  params_ = be_.alloc(floats(layout_.total_floats()));
+  grads_ = be_.alloc(floats(layout_.total_floats()));
+  m_ = be_.alloc(floats(layout_.total_floats()));
+  v_ = be_.alloc(floats(layout_.total_floats()));
+  step_ = be_.alloc(sizeof(int64_t));
+  for (int64_t s : layout_.sizes()) acts_.push_back(be_.alloc(floats(max_batch_ * s)));
+  for (auto& s : scratch_) s = be_.alloc(floats(max_batch_ * layout_.max_width()));
+}
+
+void Model::set_params(const std::vector<float>& host) {
+  ModelState s;
+  s.params = host;
+  s.m.assign(host.size(), 0.0f);
+  s.v.assign(host.size(), 0.0f);
+  set_state(s);
+}
+
+ModelState Model::state() const {
+  const auto n = static_cast<std::size_t>(layout_.total_floats());
+  ModelState s;
+  s.params.resize(n);
+  s.m.resize(n);
+  s.v.resize(n);
+  be_.download(s.params.data(), params_.data(), n * sizeof(float));
+  be_.download(s.m.data(), m_.data(), n * sizeof(float));
+  be_.download(s.v.data(), v_.data(), n * sizeof(float));
+  be_.download(&s.step, step_.data(), sizeof(int64_t));
+  return s;
+}
+
+void Model::set_state(const ModelState& s) {
+  const auto n = static_cast<std::size_t>(layout_.total_floats());
+  if (s.params.size() != n || s.m.size() != n || s.v.size() != n)
+    throw Error(ExitCode::kFailure,
+                fmt::format("model state has {} floats, layout needs {}", s.params.size(), n));
+  be_.upload(params_.data(), s.params.data(), n * sizeof(float));
+  be_.upload(m_.data(), s.m.data(), n * sizeof(float));
+  be_.upload(v_.data(), s.v.data(), n * sizeof(float));
+  be_.upload(step_.data(), &s.step, sizeof(int64_t));
+}
+
+// ---- forward --------------------------------------------------------------------
+
+Mat Model::act(int64_t l, int64_t batch) const {
+  return {acts_[l].as<float>(), batch, layout_.sizes()[l]};
+}
+
+CMat Model::logits(int64_t batch) const { return act(layout_.layers(), batch); }
+
+void Model::forward(const uint8_t* images, int64_t batch) {
+  if (batch <= 0 || batch > max_batch_)
+    throw Error(ExitCode::kFailure, fmt::format("batch {} outside 1..{}", batch, max_batch_));
+  ScopedRange range(be_, "forward");
+  be_.u8_to_float(images, act(0, batch), binarize_);
+  const float* p = params_.as<float>();
+  const int64_t last = layout_.layers() - 1;
+  for (int64_t l = 0; l <= last; ++l) {
+    CMat w{p + layout_.weight_offset(l), layout_.fan_in(l), layout_.fan_out(l)};
+    Mat out = act(l + 1, batch);
+    be_.gemm(Trans::kNo, Trans::kNo, 1.0f, act(l, batch), w, 0.0f, out);
+    if (l < last)
+      be_.bias_relu_forward(out, p + layout_.bias_offset(l));
+    else
+      be_.bias_forward(out, p + layout_.bias_offset(l));
+  }
+}
+
+// ---- loss and backward -------------------------------------------------------------
+
+void Model::backward(const uint8_t* labels, int64_t batch, double* metrics) {
+  ScopedRange range(be_, "backward");
+  const float* p = params_.as<float>();
+  float* g = grads_.as<float>();
+  int cur = 0;  // scratch_[cur] holds dL/d(output of layer l), pre-activation
+  Mat dy{scratch_[cur].as<float>(), batch, classes()};
+  be_.softmax_xent(logits(batch), labels, dy.data, metrics);
+  for (int64_t l = layout_.layers() - 1; l >= 0; --l) {
+    const int64_t in = layout_.fan_in(l), out = layout_.fan_out(l);
+    dy = Mat{scratch_[cur].as<float>(), batch, out};
+    // dW = A^T * dY: (in, out); db = column sums of dY
+    be_.gemm(Trans::kYes, Trans::kNo, 1.0f, act(l, batch), dy, 0.0f,
+             Mat{g + layout_.weight_offset(l), in, out});
+    be_.bias_grad(dy, g + layout_.bias_offset(l));
+    if (l == 0) break;  // no gradient for the input images
+    // dA = dY * W^T: (batch, in), then through the ReLU that produced A
+    Mat da{scratch_[1 - cur].as<float>(), batch, in};
+    be_.gemm(Trans::kNo, Trans::kYes, 1.0f, dy, CMat{p + layout_.weight_offset(l), in, out}, 0.0f,
+             da);
+    be_.relu_backward(da, act(l, batch));
+    cur = 1 - cur;
+  }
+}
+
+void Model::train_step(const uint8_t* images, const uint8_t* labels, int64_t batch,
+                       double* metrics) {
+  forward(images, batch);
+  backward(labels, batch, metrics);
+  update();
+}
+
+void Model::update() {
+  ScopedRange range(be_, "update");
+  be_.adam_step(params_.as<float>(), grads_.as<float>(), m_.as<float>(), v_.as<float>(),
+                layout_.total_floats(), adam_, step_.as<int64_t>());
+}
+
+void Model::eval_step(const uint8_t* images, const uint8_t* labels, int64_t batch,
+                      double* metrics) {
+  forward(images, batch);
+  be_.softmax_xent(logits(batch), labels, nullptr, metrics);
+}
+
+}  // namespace mlp
