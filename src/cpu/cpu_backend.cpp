@@ -1,10 +1,9 @@
 // CpuBackend: the Backend seam on the host. Everything is synchronous, so
 // events and fences are plain counters and a "graph" is the step function
-// itself. Threads: OpenBLAS gets `threads` for sgemm, OpenMP loops get the
-// same number; both run one after the other, never at once.
+// itself. Threads: one ThreadPool of `threads` splits every op, sgemm
+// included; OpenBLAS itself is held to one thread (see cpu/thread_pool.h).
 #include <cblas.h>
 #include <fmt/format.h>
-#include <omp.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -13,11 +12,14 @@
 #include <thread>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/thread_pool.h"
 #include "mlp/backend.h"
 #include "mlp/error.h"
 
 namespace mlp {
 namespace {
+
+using cpu::ThreadPool;
 
 void free_host(void* p) noexcept { std::free(p); }
 
@@ -29,10 +31,8 @@ class CpuGraph final : public Graph {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuOptions& opt) {
-    threads_ = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
-    if (threads_ <= 0) threads_ = 1;
-    openblas_set_num_threads(threads_);
+  explicit CpuBackend(const CpuOptions& opt) : pool_(resolve_threads(opt.threads)) {
+    openblas_set_num_threads(1);
   }
 
   BackendKind kind() const override { return BackendKind::kCpu; }
@@ -40,7 +40,7 @@ class CpuBackend final : public Backend {
     std::string config = openblas_get_config();
     while (!config.empty() && config.back() == ' ') config.pop_back();
     return fmt::format("cpu: {} (core {}), {} thread{}", config, openblas_get_corename(),
-                       threads_, threads_ == 1 ? "" : "s");
+                       pool_.size(), pool_.size() == 1 ? "" : "s");
   }
 
  protected:
@@ -85,17 +85,17 @@ class CpuBackend final : public Backend {
   void replay_impl(Graph& g) override { static_cast<CpuGraph&>(g).step(); }
 
   void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) override {
-    cpu::gemm(ta, tb, alpha, a, b, beta, c);
+    cpu::gemm(pool_, ta, tb, alpha, a, b, beta, c);
   }
   void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
-    cpu::u8_to_float(in, out, binarize, threads_);
+    cpu::u8_to_float(pool_, in, out, binarize);
   }
   void bias_relu_forward_impl(Mat z, const float* bias) override {
-    cpu::bias_relu_forward(z, bias, threads_);
+    cpu::bias_relu_forward(pool_, z, bias);
   }
   void bias_forward_impl(Mat z, const float* bias) override { cpu::bias_forward(z, bias); }
   void relu_backward_impl(Mat grad, CMat act) override {
-    cpu::relu_backward(grad, act, threads_);
+    cpu::relu_backward(pool_, grad, act);
   }
   void bias_grad_impl(CMat grad, float* db) override { cpu::bias_grad(grad, db); }
   void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
@@ -104,11 +104,17 @@ class CpuBackend final : public Backend {
   }
   void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
                       const AdamHyper& h, int64_t* step) override {
-    cpu::adam_step(params, grads, m, v, n, h, step, threads_);
+    cpu::adam_step(pool_, params, grads, m, v, n, h, step);
   }
 
  private:
-  int threads_ = 1;
+  static int resolve_threads(int requested) {
+    if (requested > 0) return requested;
+    const auto hw = static_cast<int>(std::thread::hardware_concurrency());
+    return hw > 0 ? hw : 1;
+  }
+
+  ThreadPool pool_;
   uint64_t events_ = 0;
   uint64_t timestamps_recorded_ = 0;
   std::chrono::steady_clock::time_point timestamps_[kTimestampRing];

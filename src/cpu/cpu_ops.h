@@ -1,27 +1,30 @@
-// The CPU reference ops: plain loops (OpenMP-threaded where a loop is large
-// enough to pay) plus CBLAS sgemm. Same names and semantics as the Backend
-// ops (see include/mlp/backend.h); free functions so that tests and
-// microbenchmarks can call them without a Backend object.
+// The CPU reference ops: plain loops split across a ThreadPool, plus CBLAS
+// sgemm (OpenBLAS held to one thread; the pool splits each GEMM by output
+// rows or columns instead). Same names and semantics as the Backend ops (see
+// include/mlp/backend.h); free functions so tests and microbenchmarks can
+// call them without a Backend. A pool of size 1 runs everything inline.
 #pragma once
 
 #include <cstdint>
 
+#include "cpu/thread_pool.h"
 #include "mlp/backend.h"
 
 namespace mlp::cpu {
 
-// Elementwise loops below this many elements run on one thread: spawning the
-// team costs more than the work (measured with bench/cpu_ops_bench).
-inline constexpr int64_t kParallelThreshold = 1 << 15;
+// Below these sizes an op runs on the calling thread alone: waking the pool
+// costs a few microseconds, more than the work it would share.
+inline constexpr int64_t kMinElementsPerTask = 1 << 14;
+inline constexpr int64_t kMinGemmFlopsPerTask = int64_t{1} << 21;
 
-void gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c);
-void u8_to_float(const uint8_t* in, Mat out, bool binarize, int threads);
-void bias_relu_forward(Mat z, const float* bias, int threads);
+void gemm(ThreadPool& pool, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c);
+void u8_to_float(ThreadPool& pool, const uint8_t* in, Mat out, bool binarize);
+void bias_relu_forward(ThreadPool& pool, Mat z, const float* bias);
 void bias_forward(Mat z, const float* bias);
-void relu_backward(Mat grad, CMat act, int threads);
+void relu_backward(ThreadPool& pool, Mat grad, CMat act);
 void bias_grad(CMat grad, float* db);
 void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* metrics);
-void adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
-               const AdamHyper& h, int64_t* step, int threads);
+void adam_step(ThreadPool& pool, float* params, const float* grads, float* m, float* v, int64_t n,
+               const AdamHyper& h, int64_t* step);
 
 }  // namespace mlp::cpu
