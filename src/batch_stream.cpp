@@ -34,7 +34,6 @@ void BatchStream::start_epoch(std::vector<uint32_t> order, int64_t steps) {
     steps_ = steps;
     produced_ = consumed_ = 0;
     for (auto& s : slots_) s.full = false;
-    ++epoch_id_;
   }
   cv_.notify_all();
 }
@@ -78,7 +77,6 @@ void BatchStream::loader_main() {
                        !slots_[produced_ % kSlots].full);
     });
     if (stop_) return;
-    const uint64_t epoch = epoch_id_;
     const int64_t step = produced_;
     Slot& s = slots_[step % kSlots];
     const uint64_t fence = s.fence;
@@ -87,9 +85,7 @@ void BatchStream::loader_main() {
     be_.wait_fence(fence);  // the previous upload from this slot has finished
     gather(step, s.host.as<uint8_t>());
     lock.lock();
-    gathering_ = false;
-    cv_.notify_all();
-    if (epoch != epoch_id_) continue;  // a new epoch started meanwhile; redo
+    gathering_ = false;  // start_epoch waits for this, so the epoch cannot have changed
     s.full = true;
     ++produced_;
     cv_.notify_all();

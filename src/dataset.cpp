@@ -109,8 +109,9 @@ IdxArray parse_idx(const std::vector<uint8_t>& bytes, const std::string& name) {
   for (int i = 0; i < ndim; ++i) {
     const uint32_t d = be32(bytes.data() + 4 + 4 * i);
     if (d == 0) throw data_error(fmt::format("{}: dimension {} is zero", name, i));
-    // Overflow guard: elements * d must stay below 2^62 before the type size multiplies it.
-    if (elements > (uint64_t{1} << 62) / d)
+    // Overflow guard: elements stays <= 2^58, so elements * type size (<= 8) plus the
+    // header fits in 64 bits (a 2^62 bound let f32/f64 headers wrap to a tiny size).
+    if (elements > (uint64_t{1} << 58) / d)
       throw data_error(fmt::format("{}: dimensions overflow 64 bits", name));
     elements *= d;
     a.dims.push_back(d);

@@ -58,7 +58,6 @@ class BatchStream {
   int64_t steps_ = 0;        // in the current epoch
   int64_t produced_ = 0;     // batches the loader has staged this epoch
   int64_t consumed_ = 0;     // batches acquired this epoch
-  uint64_t epoch_id_ = 0;    // bumps on start_epoch so the loader restarts
   bool stop_ = false;
   bool gathering_ = false;  // loader is reading order_ outside the lock
   std::thread loader_;

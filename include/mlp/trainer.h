@@ -64,6 +64,16 @@ class DeviceDataset {
 // Loss, accuracy and confusion matrix of the model over a whole dataset.
 EvalResult evaluate(Backend& backend, Model& model, const DeviceDataset& data);
 
+// Where training stands: complete epochs, plus steps into the next one with
+// that partial epoch's metric sums, so a run stopped mid-epoch (Ctrl-C) resumes
+// to the same bits. A checkpoint stores exactly this.
+struct TrainPosition {
+  int64_t epoch = 0;    // complete epochs
+  int64_t step = 0;     // steps done in epoch `epoch` (0 at an epoch boundary)
+  double loss_sum = 0;  // kMetricLossSum over those steps
+  double correct = 0;   // kMetricCorrect over those steps
+};
+
 class TrainListener {
  public:
   virtual ~TrainListener() = default;
@@ -83,14 +93,24 @@ class Trainer {
 
   int64_t steps_per_epoch() const;
   // Trains epochs first_epoch+1 .. cfg.epochs (first_epoch > 0 when resuming).
-  // Throws Error(kNonFinite) when the epoch's loss is not finite.
+  // Throws Error(kNonFinite) when the epoch's loss is not finite, naming the
+  // first step whose loss was not (found by replaying the epoch; see trainer.cpp).
   std::vector<EpochStats> run(TrainListener& listener, int64_t first_epoch = 0);
+  // The same from any position (a resumed checkpoint); the model must hold the
+  // state saved at that position. An epoch cut short by request_stop() gets no
+  // on_epoch_end() and no test evaluation.
+  std::vector<EpochStats> run(TrainListener& listener, const TrainPosition& start);
   // Async-signal-safe: the loop stops after the step in progress.
   void request_stop() { stop_requested_.store(true); }
   bool stopped_early() const { return stopped_early_; }
+  // Where the last run() stopped (all epochs done, or the step after a stop).
+  const TrainPosition& position() const { return position_; }
 
  private:
-  EpochStats train_epoch(int64_t epoch, TrainListener& listener);
+  EpochStats train_epoch(int64_t epoch, const TrainPosition& from, TrainListener& listener);
+  void issue_step(BatchStream& stream, int64_t index);
+  int64_t find_nonfinite_step(int64_t epoch, const TrainPosition& from, int64_t until,
+                              const ModelState& snapshot);
 
   Backend& be_;
   Model& model_;
@@ -105,6 +125,7 @@ class Trainer {
   std::unique_ptr<Graph> graphs_[2];
   std::atomic<bool> stop_requested_{false};
   bool stopped_early_ = false;
+  TrainPosition position_;
 };
 
 }  // namespace mlp

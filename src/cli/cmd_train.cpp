@@ -1,14 +1,17 @@
 // mnist-mlp train: flags -> TrainConfig -> backend, data, model -> Trainer.
 #include <fmt/format.h>
 
+#include <optional>
 #include <thread>
 
 #include "cli/commands.h"
 #include "cli/reporter.h"
+#include "cli/train_checkpoint.h"
 #include "mlp/backend.h"
 #include "mlp/dataset.h"
 #include "mlp/error.h"
 #include "mlp/model.h"
+#include "mlp/signals.h"
 #include "mlp/trainer.h"
 
 namespace mlp::cli {
@@ -23,6 +26,7 @@ struct TrainOptions {
   bool no_graph = false;
   bool quiet = false;
   std::string log_json;
+  CheckpointOptions ckpt;
 };
 
 std::string join_sizes(const std::vector<int64_t>& v) {
@@ -31,9 +35,31 @@ std::string join_sizes(const std::vector<int64_t>& v) {
   return s;
 }
 
-int run_train(TrainOptions& o) {
+// After the first Ctrl-C: save where training stopped (when --save is given),
+// say where, and return 130.
+int finish_interrupted(Reporter& report, CheckpointSaver& saver, const Trainer& trainer,
+                       const CheckpointOptions& ckpt) {
+  const TrainPosition& p = trainer.position();
+  const std::string where =
+      p.step == 0 ? fmt::format("after epoch {}", p.epoch)
+                  : fmt::format("in epoch {} at step {} of {}", p.epoch + 1, p.step,
+                                trainer.steps_per_epoch());
+  saver.save(p);
+  report.event({{"event", "interrupted"}, {"epochs_done", p.epoch}, {"step_in_epoch", p.step}});
+  std::fflush(stdout);
+  if (saver.enabled())
+    fmt::print(stderr, "mnist-mlp: interrupted {}; checkpoint saved to {}; continue with "
+                       "--resume {}\n", where, ckpt.save, ckpt.save);
+  else
+    fmt::print(stderr, "mnist-mlp: interrupted {}; nothing saved (pass --save FILE to keep "
+                       "progress)\n", where);
+  return static_cast<int>(ExitCode::kInterrupted);
+}
+
+int run_train(TrainOptions& o, const CLI::App& app) {
   TrainConfig& cfg = o.cfg;
   cfg.init = parse_init(o.init);
+  InterruptGuard interrupt;  // until a trainer is attached, Ctrl-C exits at once
   cfg.use_graph = !o.no_graph;
   BackendOptions bo;
   bo.device = parse_device(o.device);
@@ -41,16 +67,25 @@ int run_train(TrainOptions& o) {
   bo.cuda.tf32 = o.tf32;
 
   Reporter report(o.quiet, o.log_json);  // opens --log-json first: fail before any work
+  check_checkpoint_options(o.ckpt, cfg);
+  std::optional<Checkpoint> resumed;
+  if (!o.ckpt.resume.empty()) resumed = apply_resume(o.ckpt, app, cfg);
   std::unique_ptr<Backend> backend = make_backend(bo);
   const Dataset train = load_split(cfg.data_dir, Split::kTrain);
   const Dataset test = load_split(cfg.data_dir, Split::kTest);
+  if (resumed) check_resume_data(*resumed, o.ckpt.resume, train);
 
   std::vector<int64_t> sizes{train.pixels()};
   sizes.insert(sizes.end(), cfg.hidden.begin(), cfg.hidden.end());
   sizes.push_back(kClasses);
   Model model(*backend, sizes, cfg.batch_size, cfg.adam, cfg.binarize);
-  model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
+  if (resumed)
+    model.set_state(resumed->state);
+  else
+    model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
   Trainer trainer(*backend, model, train, &test, cfg);
+  InterruptGuard::Attachment stop_on_interrupt(trainer);
+  CheckpointSaver saver(report, o.ckpt, cfg, model, train, trainer);
 
   const nlohmann::json fields = {
       {"version", MLP_VERSION},
@@ -83,7 +118,25 @@ int run_train(TrainOptions& o) {
                   cfg.profile_steps > 0 ? fmt::format(", profiling {} steps", cfg.profile_steps)
                                         : ""));
 
-  const std::vector<EpochStats> epochs = trainer.run(report);
+  if (resumed) {
+    report.say(fmt::format("resumed from {}: {} epoch{} done, step {} of {} in the next",
+                           o.ckpt.resume, resumed->epochs_done,
+                           resumed->epochs_done == 1 ? "" : "s", resumed->step_in_epoch,
+                           trainer.steps_per_epoch()));
+    report.event({{"event", "resume"},
+                  {"path", o.ckpt.resume},
+                  {"epochs_done", resumed->epochs_done},
+                  {"step_in_epoch", resumed->step_in_epoch}});
+  }
+  std::vector<EpochStats> epochs;
+  try {
+    epochs = trainer.run(saver, resumed ? checkpoint_position(*resumed) : TrainPosition{});
+  } catch (const Error& e) {
+    if (e.code() != ExitCode::kNonFinite || !saver.enabled()) throw;
+    throw Error(e.code(), fmt::format("{}; nothing was saved after the divergence, so {} keeps "
+                                      "its last good checkpoint (if any)", e.what(), o.ckpt.save));
+  }
+  if (interrupt.interrupted()) return finish_interrupted(report, saver, trainer, o.ckpt);
   double seconds = 0;
   for (const auto& e : epochs) seconds += e.seconds;
   if (cfg.profile_steps > 0) {
@@ -91,6 +144,7 @@ int run_train(TrainOptions& o) {
                            seconds));
     return 0;
   }
+  saver.save(trainer.position());
   report.summary(epochs.empty() ? nullptr : &epochs.back(), seconds,
                  static_cast<int64_t>(epochs.size()));
   return 0;
@@ -134,7 +188,8 @@ Command add_train_command(CLI::App& root) {
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   app->add_option("--log-json", o->log_json, "Write JSON lines (start, epoch, summary) to FILE");
   app->add_flag("-q,--quiet", o->quiet, "Print only the final result line and errors");
-  return {app, [o] { return run_train(*o); }};
+  add_checkpoint_options(app, o->ckpt);
+  return {app, [o, app] { return run_train(*o, *app); }};
 }
 
 }  // namespace mlp::cli

@@ -17,5 +17,9 @@ struct Command {
 
 Command add_train_command(CLI::App& root);
 Command add_info_command(CLI::App& root);
+Command add_eval_command(CLI::App& root);
+Command add_predict_command(CLI::App& root);
+Command add_export_command(CLI::App& root);
+Command add_bench_command(CLI::App& root);
 
 }  // namespace mlp::cli

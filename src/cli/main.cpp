@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   std::vector<mlp::cli::Command> commands{
       mlp::cli::add_train_command(app),
       mlp::cli::add_info_command(app),
+      mlp::cli::add_eval_command(app),
+      mlp::cli::add_predict_command(app),
+      mlp::cli::add_export_command(app),
+      mlp::cli::add_bench_command(app),
   };
   try {
     app.parse(argc, argv);

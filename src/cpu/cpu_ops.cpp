@@ -70,7 +70,7 @@ void bias_relu_forward(ThreadPool& pool, Mat z, const float* bias) {
                         float* row = z.data + r * cols;
                         for (int64_t c = 0; c < cols; ++c) {
                           const float x = row[c] + bias[c];
-                          row[c] = x > 0.0f ? x : 0.0f;
+                          row[c] = x <= 0.0f ? 0.0f : x;  // NaN passes through so the loss sees it
                         }
                       }
                     });

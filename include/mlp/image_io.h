@@ -1,0 +1,37 @@
+// Users' own images for `mnist-mlp predict`: PGM (P5 binary and P2 ASCII,
+// any maxval up to 65535, scaled to 0..255) and PNG through libpng's
+// simplified API (8-bit gray as is; color, 16-bit, palette and alpha are
+// converted to 8-bit gray, transparency composited onto black). Sizes are
+// checked against the bytes present before anything is allocated.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mlp {
+
+inline constexpr int64_t kMaxImageSide = 16384;
+inline constexpr std::size_t kMaxImageFileBytes = std::size_t{256} << 20;
+
+struct GrayImage {
+  int64_t width = 0, height = 0;
+  std::vector<uint8_t> pixels;  // (height, width), row-major, 0 = black
+  std::string conversion;       // what was converted on the way ("" when nothing was)
+};
+
+// Detects the format from the first bytes. Throws Error(kData) naming the
+// file and the problem (unknown or unsupported format, malformed header,
+// truncated data, values above maxval, ...).
+GrayImage decode_image(const uint8_t* data, std::size_t size, const std::string& name);
+GrayImage read_image(const std::string& path);
+
+GrayImage decode_pgm(const uint8_t* data, std::size_t size, const std::string& name);
+GrayImage decode_png(const uint8_t* data, std::size_t size, const std::string& name);
+
+// Writers, for tests and for users who want to look at an IDX entry.
+std::vector<uint8_t> encode_pgm(const GrayImage& img);  // P5, maxval 255
+void write_png_gray(const std::string& path, const GrayImage& img);
+
+}  // namespace mlp

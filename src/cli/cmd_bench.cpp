@@ -1,0 +1,258 @@
+// mnist-mlp bench: trains the same network on every available backend for a
+// fixed number of steps and reports throughput, projected epoch time, where a
+// step's time goes (copy / forward / backward / update, GEMMs apart), achieved
+// GFLOP/s against the machine's peak, and the GPU/CPU speed-up. The numbers
+// come from run_bench (src/bench_run.cpp); this file picks what to run and
+// prints it, as tables or (--json) one JSON document on stdout.
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/commands.h"
+#include "mlp/backend.h"
+#include "mlp/bench.h"
+#include "mlp/dataset.h"
+#include "mlp/error.h"
+
+namespace mlp::cli {
+namespace {
+
+struct BenchOptions {
+  BenchConfig cfg;
+  std::vector<int64_t> hidden{500, 500, 500};
+  std::string device = "all";
+  std::string data_dir = "data/mnist";
+  bool synthetic = false;
+  int threads = 0;
+  bool sweep = false;
+  bool tf32 = false;
+  bool no_graph = false;
+  bool json = false;
+};
+
+const std::vector<int64_t> kSweepBatches{100, 256, 512, 1024, 2048, 4096};
+
+struct Data {
+  Dataset set;
+  std::string what;  // one line for humans and JSON
+  bool real = false;
+};
+
+Data load_data(const BenchOptions& o) {
+  namespace fs = std::filesystem;
+  const fs::path dir(o.data_dir);
+  const bool present =
+      fs::exists(dir / "train-images-idx3-ubyte") || fs::exists(dir / "train-images-idx3-ubyte.gz");
+  Data d;
+  if (!o.synthetic && present) {
+    d.set = load_split(o.data_dir, Split::kTrain);
+    d.what = fmt::format("MNIST training set ({}, {} samples)", d.set.images_path, d.set.count);
+    d.real = true;
+  } else {
+    d.set = synthetic_dataset(o.cfg.seed);
+    d.what = fmt::format("synthetic random bytes ({} x 28x28, seed {}){}", d.set.count, o.cfg.seed,
+                         o.synthetic ? "" : fmt::format(": no MNIST in {}", o.data_dir));
+  }
+  return d;
+}
+
+std::string join(const std::vector<int64_t>& v, const char* sep) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + std::to_string(v[i]);
+  return s;
+}
+
+nlohmann::json to_json(const BenchResult& r, double speedup) {
+  nlohmann::json phases;
+  for (int p = 0; p < kPhaseCount; ++p) phases[phase_name(p)] = r.phase_ms[p];
+  phases["total"] = r.phase_total_ms;
+  nlohmann::json j = {{"device", r.device},
+                      {"backend", r.backend},
+                      {"batch_size", r.batch},
+                      {"steps", r.steps},
+                      {"repeats", r.repeats},
+                      {"samples_per_sec", r.samples_per_sec},
+                      {"samples_per_sec_min", r.samples_per_sec_min},
+                      {"samples_per_sec_max", r.samples_per_sec_max},
+                      {"step_ms", r.step_ms},
+                      {"epoch_seconds", r.epoch_seconds},
+                      {"phases_ms", phases},
+                      {"gemm_ms", r.gemm_ms},
+                      {"gemm_share", r.gemm_share},
+                      {"gflop_per_step", r.gflop_per_step},
+                      {"gflops", r.gflops},
+                      {"gemm_gflops", r.gemm_gflops},
+                      {"peak_gflops", r.peak_gflops},
+                      {"loss", r.loss}};
+  j["peak_share"] = r.peak_gflops > 0 ? nlohmann::json(r.gflops / r.peak_gflops) : nullptr;
+  j["speedup_vs_cpu"] = speedup > 0 ? nlohmann::json(speedup) : nullptr;
+  return j;
+}
+
+void print_tables(const std::vector<BenchResult>& rows, const std::vector<double>& speedups) {
+  fmt::print("\n{:<6} {:>5} {:>11} {:>19} {:>8} {:>8} {:>8} {:>7} {:>8}\n", "device", "batch",
+             "samples/s", "(min..max)", "epoch s", "step ms", "GFLOP/s", "% peak", "vs cpu");
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const BenchResult& r = rows[i];
+    fmt::print("{:<6} {:>5} {:>11.0f} {:>19} {:>8.2f} {:>8.3f} {:>8.1f} {:>7} {:>8}\n", r.device,
+               r.batch, r.samples_per_sec,
+               fmt::format("({:.0f}..{:.0f})", r.samples_per_sec_min, r.samples_per_sec_max),
+               r.epoch_seconds, r.step_ms, r.gflops,
+               r.peak_gflops > 0 ? fmt::format("{:.1f}%", 100 * r.gflops / r.peak_gflops) : "-",
+               speedups[i] > 0 ? fmt::format("{:.2f}x", speedups[i]) : "-");
+  }
+  fmt::print("\nms per step, eager, every phase timed (sgemm: the GEMMs' share of the step)\n");
+  fmt::print("{:<6} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7} {:>10}\n", "device",
+             "batch", "copy", "fwd gemm", "fwd rest", "bwd gemm", "bwd rest", "update", "total",
+             "sgemm", "GEMM GF/s");
+  for (const BenchResult& r : rows)
+    fmt::print(
+        "{:<6} {:>5} {:>7.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>7.3f} {:>8.3f} {:>6.1f}% "
+        "{:>10.1f}\n",
+        r.device, r.batch, r.phase_ms[kPhaseCopy], r.phase_ms[kPhaseForwardGemm],
+        r.phase_ms[kPhaseForwardOther], r.phase_ms[kPhaseBackwardGemm],
+        r.phase_ms[kPhaseBackwardOther], r.phase_ms[kPhaseUpdate], r.phase_total_ms,
+        100 * r.gemm_share, r.gemm_gflops);
+}
+
+int run_bench_command(BenchOptions& o) {
+  const int threads = o.threads > 0
+                          ? o.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const Data data = load_data(o);
+  o.cfg.sizes = {data.set.pixels()};
+  o.cfg.sizes.insert(o.cfg.sizes.end(), o.hidden.begin(), o.hidden.end());
+  o.cfg.sizes.push_back(kClasses);
+  o.cfg.use_graph = !o.no_graph;
+
+  // Backends: the CPU always (unless --device cuda); CUDA when usable, or an
+  // error when it was asked for by name.
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::map<std::string, PeakInfo> peaks;
+  nlohmann::json skipped = nlohmann::json::array();
+  if (o.device != "cuda") {
+    CpuOptions co;
+    co.threads = threads;
+    backends.push_back(make_cpu_backend(co));
+    peaks["cpu"] = cpu_peak(threads);
+  }
+  if (o.device != "cpu") {
+    const std::string why = cuda_unavailable_reason();
+    if (why.empty() || o.device == "cuda") {
+      CudaOptions co;
+      co.tf32 = o.tf32;
+      backends.push_back(make_cuda_backend(co));  // throws with the reason for --device cuda
+      peaks["cuda"] = cuda_peak(co.device);
+    } else {
+      skipped.push_back({{"device", "cuda"}, {"reason", why}});
+    }
+  }
+
+  const std::vector<int64_t> batches = o.sweep ? kSweepBatches : std::vector<int64_t>{o.cfg.batch};
+  std::string intro = fmt::format(
+      "mnist-mlp {} bench | model {} | {} threads\ndata   {}\ntiming median of {} repeats x {} "
+      "steps{} after {} warm-up steps; phases from eagerly stepped, timed steps\n",
+      MLP_VERSION, join(o.cfg.sizes, "-"), threads, data.what, o.cfg.repeats, o.cfg.steps,
+      o.sweep ? fmt::format(" (x {}/batch)", o.cfg.batch) : "", o.cfg.warmup);
+  for (const auto& [dev, p] : peaks)
+    intro +=
+        fmt::format("peak   {}: {}{}\n", dev,
+                    p.gflops > 0 ? fmt::format("{:.1f} GFLOP/s FP32, ", p.gflops) : "", p.source);
+  for (const auto& s : skipped)
+    intro += fmt::format("skip   {}: {}\n", s["device"].get<std::string>(),
+                         s["reason"].get<std::string>());
+  fmt::print(o.json ? stderr : stdout, "{}", intro);
+  std::fflush(o.json ? stderr : stdout);
+
+  std::vector<BenchResult> rows;
+  std::vector<double> speedups;
+  for (int64_t b : batches) {
+    BenchConfig c = o.cfg;
+    c.batch = b;
+    if (o.sweep) {  // about the same number of samples per row
+      c.steps = std::max<int64_t>(3, o.cfg.steps * o.cfg.batch / b);
+      c.warmup = o.cfg.warmup > 0 ? std::max<int64_t>(1, o.cfg.warmup * o.cfg.batch / b) : 0;
+    }
+    double cpu_sps = 0;
+    for (auto& be : backends) {
+      const std::string dev = be->kind() == BackendKind::kCuda ? "cuda" : "cpu";
+      fmt::print(stderr, "bench: {} batch {} ({} steps x {})...\n", dev, b, c.steps, c.repeats);
+      rows.push_back(run_bench(*be, data.set, c, peaks[dev]));
+      if (dev == "cpu") cpu_sps = rows.back().samples_per_sec;
+      speedups.push_back(dev == "cuda" && cpu_sps > 0 ? rows.back().samples_per_sec / cpu_sps : 0);
+    }
+  }
+
+  if (!o.json) {
+    print_tables(rows, speedups);
+    return 0;
+  }
+  nlohmann::json j = {
+      {"version", MLP_VERSION},   {"tool", "mnist-mlp"},
+      {"data", data.what},        {"data_source", data.real ? "mnist" : "synthetic"},
+      {"layers", o.cfg.sizes},    {"threads", threads},
+      {"steps", o.cfg.steps},     {"warmup", o.cfg.warmup},
+      {"repeats", o.cfg.repeats}, {"graph", o.cfg.use_graph},
+      {"tf32", o.tf32},           {"sweep", o.sweep},
+      {"skipped", skipped}};
+  for (const auto& [dev, p] : peaks)
+    j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};
+  j["results"] = nlohmann::json::array();
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    j["results"].push_back(to_json(rows[i], speedups[i]));
+  fmt::print("{}\n", j.dump(2));
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& root) {
+  auto o = std::make_shared<BenchOptions>();
+  BenchConfig& c = o->cfg;
+  CLI::App* app = root.add_subcommand(
+      "bench",
+      "Train for a fixed number of steps on each backend and report samples/s, epoch "
+      "time, time per phase, GFLOP/s vs peak and the GPU/CPU speed-up");
+  app->add_option("--steps", c.steps, "Timed training steps per repeat (clamped to one epoch)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  app->add_option("--warmup", c.warmup, "Untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}));
+  app->add_option("--repeats", c.repeats, "Timed repeats; every figure is their median")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app->add_option("--batch-size", c.batch, "Samples per step")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app->add_option("--hidden", o->hidden, "Hidden layer sizes, comma-separated")
+      ->delimiter(',')
+      ->default_str("500,500,500")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app->add_option("--threads", o->threads, "CPU threads for BLAS and loops (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app->add_option("--device", o->device, "all (CPU, and CUDA when usable), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"all", "cpu", "cuda"}));
+  app->add_flag("--sweep", o->sweep,
+                "One row per batch size 100,256,512,1024,2048,4096, each "
+                "with about steps x batch-size samples");
+  app->add_flag("--tf32", o->tf32, "CUDA: allow TF32 tensor-core math in cuBLAS");
+  app->add_flag("--no-graph", o->no_graph, "CUDA: launch each step eagerly, no CUDA Graph");
+  app->add_option("--data", o->data_dir,
+                  "MNIST directory; synthetic data when it has no "
+                  "training set")
+      ->capture_default_str();
+  app->add_flag("--synthetic", o->synthetic, "Use synthetic random bytes even if MNIST is present");
+  app->add_option("--seed", c.seed, "Seed for init (and synthetic data)")->capture_default_str();
+  app->add_flag("--json", o->json,
+                "Print one JSON document on stdout (the tables go away; "
+                "the header goes to stderr)");
+  return {app, [o] { return run_bench_command(*o); }};
+}
+
+}  // namespace mlp::cli

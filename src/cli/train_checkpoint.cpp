@@ -1,0 +1,140 @@
+// train's checkpoint flags (see train_checkpoint.h).
+#include "cli/train_checkpoint.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "mlp/error.h"
+#include "mlp/file_io.h"
+
+namespace mlp::cli {
+
+void add_checkpoint_options(CLI::App* app, CheckpointOptions& o) {
+  CLI::Option* save =
+      app->add_option(
+             "--save", o.save,
+             "Write a checkpoint to FILE at the end, every --checkpoint-every epochs, and on "
+             "Ctrl-C "
+             "(atomically replaced; a failed or diverged run never clobbers the last good one)")
+          ->type_name("FILE");
+  app->add_option("--checkpoint-every", o.every,
+                  "Also save to --save every N epochs (0: only at the end)")
+      ->capture_default_str()
+      ->type_name("N")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}))
+      ->needs(save);
+  app->add_option("--resume", o.resume,
+                  "Continue from a checkpoint: same network, data order and optimizer state, "
+                  "bit-exact on the CPU; options not given are taken from it")
+      ->type_name("FILE");
+}
+
+void check_checkpoint_options(const CheckpointOptions& o, const TrainConfig& cfg) {
+  if (cfg.profile_steps > 0 && (!o.save.empty() || !o.resume.empty()))
+    throw usage_error(
+        "--profile-steps runs a short capture; it cannot be combined with --save "
+        "or --resume");
+  if (!o.save.empty()) check_writable_path(o.save, ExitCode::kCheckpoint, "--save");
+}
+
+namespace {
+
+template <class T>
+void agree(const CLI::App& app, const char* flag, T& value, const T& stored,
+           const std::string& path, const std::string& shown_stored,
+           const std::string& shown_given) {
+  if (app.get_option(flag)->count() == 0) {
+    value = stored;
+    return;
+  }
+  if (!(value == stored))
+    throw checkpoint_error(fmt::format(
+        "{}: the checkpoint was trained with {} {}, but {} {} was given; a resumed run keeps its "
+        "training configuration (drop {})",
+        path, flag, shown_stored, flag, shown_given, flag));
+}
+
+}  // namespace
+
+Checkpoint apply_resume(const CheckpointOptions& o, const CLI::App& app, TrainConfig& cfg) {
+  Checkpoint c = load_checkpoint(o.resume);
+  const std::string& p = o.resume;
+  const std::vector<int64_t> hidden(c.sizes.begin() + 1, c.sizes.end() - 1);
+  if (app.get_option("--hidden")->count() > 0 && cfg.hidden != hidden)
+    throw checkpoint_error(fmt::format(
+        "{}: shape mismatch: the checkpoint's network is {} (--hidden {}), but --hidden {} was "
+        "given",
+        p, format_sizes(c.sizes), fmt::join(hidden, ","), fmt::join(cfg.hidden, ",")));
+  cfg.hidden = hidden;
+  agree(app, "--batch-size", cfg.batch_size, c.batch_size, p, std::to_string(c.batch_size),
+        std::to_string(cfg.batch_size));
+  agree(app, "--lr", cfg.adam.lr, c.adam.lr, p, fmt::format("{:g}", c.adam.lr),
+        fmt::format("{:g}", cfg.adam.lr));
+  agree(app, "--beta1", cfg.adam.beta1, c.adam.beta1, p, fmt::format("{:g}", c.adam.beta1),
+        fmt::format("{:g}", cfg.adam.beta1));
+  agree(app, "--beta2", cfg.adam.beta2, c.adam.beta2, p, fmt::format("{:g}", c.adam.beta2),
+        fmt::format("{:g}", cfg.adam.beta2));
+  agree(app, "--eps", cfg.adam.eps, c.adam.eps, p, fmt::format("{:g}", c.adam.eps),
+        fmt::format("{:g}", cfg.adam.eps));
+  agree(app, "--init", cfg.init, c.init, p, init_name(c.init), init_name(cfg.init));
+  agree(app, "--seed", cfg.seed, c.seed, p, std::to_string(c.seed), std::to_string(cfg.seed));
+  agree(app, "--binarize", cfg.binarize, c.binarize, p, c.binarize ? "on" : "off",
+        cfg.binarize ? "on" : "off");
+  if (app.get_option("--epochs")->count() == 0) cfg.epochs = c.epochs;
+  if (c.epochs_done >= cfg.epochs)
+    throw usage_error(
+        fmt::format("{}: the checkpoint has already trained {} epoch{}; pass "
+                    "--epochs N with N > {} to train further",
+                    p, c.epochs_done, c.epochs_done == 1 ? "" : "s", c.epochs_done));
+  return c;
+}
+
+void check_resume_data(const Checkpoint& c, const std::string& path, const Dataset& train) {
+  if (train.rows != c.image_rows || train.cols != c.image_cols)
+    throw checkpoint_error(
+        fmt::format("{}: shape mismatch: the checkpoint was trained on {}x{} "
+                    "images, {} has {}x{}",
+                    path, c.image_rows, c.image_cols, train.images_path, train.rows, train.cols));
+  const uint32_t crc = labels_crc32(train);
+  if (train.count != c.train_count || crc != c.train_labels_crc)
+    throw checkpoint_error(fmt::format(
+        "{}: the checkpoint was trained on other data ({} samples, labels CRC32 {:08x}); {} has {} "
+        "samples, labels CRC32 {:08x}",
+        path, c.train_count, c.train_labels_crc, train.labels_path, train.count, crc));
+}
+
+CheckpointSaver::CheckpointSaver(Reporter& report, const CheckpointOptions& o,
+                                 const TrainConfig& cfg, const Model& model, const Dataset& train,
+                                 const Trainer& trainer)
+    : report_(report), opt_(o), cfg_(cfg), model_(model), train_(train), trainer_(trainer) {}
+
+void CheckpointSaver::save(const TrainPosition& pos) {
+  if (!enabled()) return;
+  const int64_t step = pos.epoch * trainer_.steps_per_epoch() + pos.step;
+  if (step == saved_step_) return;
+  save_checkpoint(opt_.save, make_checkpoint(cfg_, model_, train_, pos));
+  saved_step_ = step;
+  report_.say(pos.step == 0
+                  ? fmt::format("checkpoint saved to {} (epoch {} done)", opt_.save, pos.epoch)
+                  : fmt::format("checkpoint saved to {} (epoch {}, step {} of {})", opt_.save,
+                                pos.epoch + 1, pos.step, trainer_.steps_per_epoch()));
+  report_.event({{"event", "checkpoint"},
+                 {"path", opt_.save},
+                 {"epochs_done", pos.epoch},
+                 {"step_in_epoch", pos.step},
+                 {"step", step}});
+}
+
+void CheckpointSaver::on_epoch_begin(int64_t epoch, int64_t steps) {
+  report_.on_epoch_begin(epoch, steps);
+}
+
+void CheckpointSaver::on_step(int64_t step, int64_t steps) { report_.on_step(step, steps); }
+
+bool CheckpointSaver::on_epoch_end(const EpochStats& s) {
+  const bool go_on = report_.on_epoch_end(s);
+  if (opt_.every > 0 && s.epoch % opt_.every == 0) save(trainer_.position());
+  return go_on;
+}
+
+}  // namespace mlp::cli

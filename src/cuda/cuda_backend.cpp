@@ -1,0 +1,361 @@
+// CudaBackend: the Backend seam on an NVIDIA GPU. Every op, memset and graph
+// replay runs in issue order on one compute stream (cuBLAS SGEMM for the
+// GEMMs, kernels/ for the rest); upload_async copies from pinned staging
+// memory on a separate copy stream, and events hand each batch over in both
+// directions. Only download(), synchronize(), wait_fence() and elapsed_ms()
+// block the host; alloc() blocks too, but is never called inside a step.
+#include <cublas_v2.h>
+#include <cuda_profiler_api.h>
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include <array>
+#include <climits>
+#include <cstring>
+
+#include "cuda/cuda_check.h"   // defines: MLP_CUDA_CHECK, MLP_CUBLAS_CHECK
+#include "cuda/cuda_info.h"    // defines: device_problem
+#include "cuda/cuda_memory.h"  // defines: free_device, free_pinned
+#include "kernels/adam.cuh"
+#include "kernels/bias_forward.cuh"
+#include "kernels/bias_grad.cuh"
+#include "kernels/bias_relu_forward.cuh"
+#include "kernels/relu_backward.cuh"
+#include "kernels/softmax_xent.cuh"
+#include "kernels/u8_to_float.cuh"
+#include "mlp/backend.h"
+#include "mlp/error.h"
+
+namespace mlp {
+namespace {
+
+// Events for record_compute_event / upload_async fences, indexed id % kEventPool.
+// Assumption: a caller waits only on ids among the last kEventPool of their
+// kind (the trainer keeps ~10 in flight: 4 staging slots, 2 input slots). An
+// older id's event has since been re-recorded later on the SAME stream, so
+// waiting on it is still correct, just possibly longer than needed.
+constexpr uint64_t kEventPool = 64;
+// 32 MiB: cuBLAS's recommended workspace on Hopper (4 MiB suffices elsewhere).
+// With a user workspace set, cuBLAS never allocates, so graph capture is safe.
+constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
+
+int to_int(int64_t v, const char* what) {
+  if (v < 0 || v > INT_MAX)
+    throw Error(ExitCode::kDevice, fmt::format("cuBLAS: {} = {} does not fit an int", what, v));
+  return static_cast<int>(v);
+}
+
+class CudaGraph final : public Graph {
+ public:
+  ~CudaGraph() override {
+    // Never throws; errors at teardown have nobody left to report them to.
+    if (exec) (void)cudaGraphExecDestroy(exec);
+    if (graph) (void)cudaGraphDestroy(graph);
+  }
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaOptions& opt) : device_(opt.device), tf32_(opt.tf32) {
+    try {
+      init();
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~CudaBackend() override { release(); }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  BackendKind kind() const override { return BackendKind::kCuda; }
+  std::string describe() const override { return describe_; }
+
+  void push_range(const char* name) override { nvtxRangePushA(name); }
+  void pop_range() override { nvtxRangePop(); }
+  void profiler_start() override { MLP_CUDA_CHECK(cudaProfilerStart()); }
+  void profiler_stop() override { MLP_CUDA_CHECK(cudaProfilerStop()); }
+
+ protected:
+  // ---- memory ---------------------------------------------------------------
+  void* alloc_impl(std::size_t bytes, Buffer::FreeFn* free_fn) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      std::size_t free_bytes = 0, total_bytes = 0;
+      (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+      throw Error(ExitCode::kDevice,
+                  fmt::format("out of GPU memory on device {}: cudaMalloc needed {} bytes "
+                              "({:.1f} MiB) but only {} bytes ({:.1f} MiB) of {:.1f} MiB are free",
+                              device_, bytes, mib(bytes), free_bytes, mib(free_bytes),
+                              mib(total_bytes)));
+    }
+    if (e != cudaSuccess) cuda::throw_cuda_error(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
+    try {
+      // Zero-filled as the seam promises. Synchronous, so that a later copy on
+      // the copy stream can never race with this memset on the compute stream.
+      MLP_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, compute_));
+      MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
+    } catch (...) {
+      cuda::free_device(p);
+      throw;
+    }
+    *free_fn = cuda::free_device;
+    return p;
+  }
+
+  void* alloc_host_impl(std::size_t bytes, Buffer::FreeFn* free_fn) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw Error(ExitCode::kDevice,
+                  fmt::format("cudaHostAlloc of {} bytes ({:.1f} MiB) of pinned host memory "
+                              "failed: {} ({})",
+                              bytes, mib(bytes), cudaGetErrorString(e), cudaGetErrorName(e)));
+    }
+    std::memset(p, 0, bytes);
+    *free_fn = cuda::free_pinned;
+    return p;
+  }
+
+  void upload_impl(void* dst, const void* src, std::size_t bytes) override {
+    MLP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, compute_));
+    MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+  void download_impl(void* dst, const void* src, std::size_t bytes) override {
+    // On the compute stream: waits for every queued op, including the copy
+    // stream's uploads that the compute stream was told to wait for.
+    MLP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, compute_));
+    MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+  void fill_zero_impl(void* dst, std::size_t bytes) override {
+    MLP_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, compute_));
+  }
+  void synchronize_impl() override {
+    MLP_CUDA_CHECK(cudaStreamSynchronize(copy_));
+    MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+
+  // ---- streaming --------------------------------------------------------------
+  uint64_t record_compute_event_impl() override {
+    const uint64_t id = ++compute_ids_;
+    MLP_CUDA_CHECK(cudaEventRecord(compute_events_[id % kEventPool], compute_));
+    return id;
+  }
+
+  uint64_t upload_async_impl(void* dst, const void* src, std::size_t bytes,
+                             uint64_t after) override {
+    if (after > compute_ids_)
+      throw Error(ExitCode::kFailure,
+                  fmt::format("upload_async: compute event {} was never recorded", after));
+    // The copy must not overwrite data that queued compute work still reads.
+    if (after != 0)
+      MLP_CUDA_CHECK(cudaStreamWaitEvent(copy_, compute_events_[after % kEventPool], 0));
+    MLP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, copy_));
+    const uint64_t id = ++fence_ids_;
+    cudaEvent_t done = copy_events_[id % kEventPool];
+    MLP_CUDA_CHECK(cudaEventRecord(done, copy_));
+    // Compute issued from now on sees the copied bytes.
+    MLP_CUDA_CHECK(cudaStreamWaitEvent(compute_, done, 0));
+    return id;
+  }
+
+  void wait_fence_impl(uint64_t fence) override {
+    if (fence == 0) return;
+    // Runs on the BatchStream loader thread. A failure here means the CUDA
+    // context is already broken (a sticky error), which the training thread
+    // reports at its next checked call; throwing on this thread would only
+    // terminate the process without a message.
+    (void)cudaEventSynchronize(copy_events_[fence % kEventPool]);
+  }
+
+  // ---- timing -------------------------------------------------------------------
+  uint64_t record_timestamp_impl() override {
+    const uint64_t id = ++timestamp_ids_;
+    MLP_CUDA_CHECK(cudaEventRecord(timestamps_[id % kTimestampRing], compute_));
+    return id;
+  }
+  double elapsed_ms_impl(uint64_t from, uint64_t to) override {
+    for (uint64_t id : {from, to})
+      if (id == 0 || id > timestamp_ids_ || timestamp_ids_ - id >= kTimestampRing)
+        throw Error(ExitCode::kFailure,
+                    fmt::format("elapsed_ms: timestamp {} is not among the last {} recorded", id,
+                                kTimestampRing));
+    cudaEvent_t a = timestamps_[from % kTimestampRing], b = timestamps_[to % kTimestampRing];
+    MLP_CUDA_CHECK(cudaEventSynchronize(a));
+    MLP_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0.0f;
+    MLP_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return static_cast<double>(ms);
+  }
+
+  // ---- graphs ---------------------------------------------------------------------
+  std::unique_ptr<Graph> capture_impl(const std::function<void()>& step) override {
+    // ThreadLocal: only this thread's unsafe calls (syncs, mallocs) break the
+    // capture. The BatchStream loader thread may be in cudaEventSynchronize
+    // meanwhile, which Global mode would turn into an error.
+    MLP_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+    try {
+      step();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      (void)cudaStreamEndCapture(compute_, &broken);
+      if (broken) (void)cudaGraphDestroy(broken);
+      (void)cudaGetLastError();
+      throw;
+    }
+    auto g = std::make_unique<CudaGraph>();
+    MLP_CUDA_CHECK(cudaStreamEndCapture(compute_, &g->graph));
+    MLP_CUDA_CHECK(cudaGraphInstantiate(&g->exec, g->graph, 0));
+    return g;
+  }
+  void replay_impl(Graph& g) override {
+    auto* cg = dynamic_cast<CudaGraph*>(&g);
+    if (!cg) throw Error(ExitCode::kFailure, "replay: graph was not captured by a CUDA backend");
+    MLP_CUDA_CHECK(cudaGraphLaunch(cg->exec, compute_));
+  }
+
+  // ---- ops --------------------------------------------------------------------------
+  void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) override {
+    // Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T: the
+    // row-major buffers already are those transposes, so swap a and b.
+    const int m = to_int(c.rows, "m"), n = to_int(c.cols, "n");
+    const int k = to_int(ta == Trans::kNo ? a.cols : a.rows, "k");
+    MLP_CUBLAS_CHECK(cublasSgemm(cublas_, tb == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T,
+                                 ta == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T, n, m, k, &alpha,
+                                 b.data, to_int(b.cols, "ldb"), a.data, to_int(a.cols, "lda"),
+                                 &beta, c.data, to_int(c.cols, "ldc")));
+  }
+  void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
+    kernels::u8_to_float(in, out.data, out.size(), binarize, compute_);
+  }
+  void bias_relu_forward_impl(Mat z, const float* bias) override {
+    kernels::bias_relu_forward(z.data, bias, z.rows, z.cols, compute_);
+  }
+  void bias_forward_impl(Mat z, const float* bias) override {
+    kernels::bias_forward(z.data, bias, z.rows, z.cols, compute_);
+  }
+  void relu_backward_impl(Mat grad, CMat act) override {
+    kernels::relu_backward(grad.data, act.data, grad.size(), compute_);
+  }
+  void bias_grad_impl(CMat grad, float* db) override {
+    kernels::bias_grad(grad.data, db, grad.rows, grad.cols, compute_);
+  }
+  void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
+                         double* metrics) override {
+    kernels::softmax_xent(logits.data, labels, dlogits, metrics, logits.rows, logits.cols,
+                          compute_);
+  }
+  void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
+                      const AdamHyper& h, int64_t* step) override {
+    kernels::adam_step(params, grads, m, v, n, h, step, compute_);
+  }
+
+ private:
+  static double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+  void init() {
+    MLP_CUDA_CHECK(cudaSetDevice(device_));
+    cudaDeviceProp prop{};
+    MLP_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    // Non-blocking: no implicit sync with the legacy default stream, which a
+    // library could otherwise use behind our back.
+    MLP_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
+    MLP_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+    for (auto& e : compute_events_)
+      MLP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    // The loader thread waits on these: blocking sync sleeps instead of spinning a core.
+    for (auto& e : copy_events_)
+      MLP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
+    for (auto& e : timestamps_) MLP_CUDA_CHECK(cudaEventCreate(&e));
+
+    MLP_CUBLAS_CHECK(cublasCreate(&cublas_));
+    // SetStream resets the workspace to cuBLAS's own pool, so set the workspace after it.
+    MLP_CUBLAS_CHECK(cublasSetStream(cublas_, compute_));
+    Buffer::FreeFn free_fn = nullptr;
+    void* ws = alloc_impl(kCublasWorkspaceBytes, &free_fn);
+    workspace_ = Buffer(ws, kCublasWorkspaceBytes, free_fn);
+    MLP_CUBLAS_CHECK(cublasSetWorkspace(cublas_, workspace_.data(), kCublasWorkspaceBytes));
+    // Strict FP32 unless --tf32. Atomics stay at cuBLAS's default (not allowed),
+    // which keeps every GEMM deterministic run to run.
+    MLP_CUBLAS_CHECK(
+        cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    warm_up_cublas();
+
+    int cublas_version = 0;
+    MLP_CUBLAS_CHECK(cublasGetVersion(cublas_, &cublas_version));
+    describe_ = fmt::format(
+        "cuda: {} (device {}, sm_{}{}, {} SMs, {:.1f} GiB), cuBLAS {}.{}.{}, {} GEMM", prop.name,
+        device_, prop.major, prop.minor, prop.multiProcessorCount,
+        static_cast<double>(prop.totalGlobalMem) / (1 << 30), cublas_version / 10000,
+        cublas_version / 100 % 100, cublas_version % 100, tf32_ ? "TF32" : "FP32");
+  }
+
+  // One small SGEMM outside any capture: a library's first call may set up
+  // state lazily, which a stream capture (the trainer captures before its
+  // first eager step) could not record. Costs about a millisecond, once.
+  void warm_up_cublas() {
+    constexpr int kN = 64;
+    Buffer::FreeFn free_fn = nullptr;
+    void* p = alloc_impl(3 * kN * kN * sizeof(float), &free_fn);
+    const Buffer scratch(p, 3 * kN * kN * sizeof(float), free_fn);
+    const float one = 1.0f, zero = 0.0f;
+    float* a = scratch.as<float>();
+    MLP_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &one, a, kN,
+                                 a + kN * kN, kN, &zero, a + 2 * kN * kN, kN));
+    MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+
+  void release() noexcept {
+    // Never throws: each handle is destroyed if it was created, errors ignored.
+    if (compute_) (void)cudaStreamSynchronize(compute_);
+    if (copy_) (void)cudaStreamSynchronize(copy_);
+    if (cublas_) (void)cublasDestroy(cublas_);
+    cublas_ = nullptr;
+    workspace_.reset();
+    for (auto* pool : {&compute_events_, &copy_events_})
+      for (auto& e : *pool)
+        if (e) (void)cudaEventDestroy(std::exchange(e, nullptr));
+    for (auto& e : timestamps_)
+      if (e) (void)cudaEventDestroy(std::exchange(e, nullptr));
+    if (compute_) (void)cudaStreamDestroy(std::exchange(compute_, nullptr));
+    if (copy_) (void)cudaStreamDestroy(std::exchange(copy_, nullptr));
+  }
+
+  int device_;
+  bool tf32_;
+  std::string describe_;
+  cudaStream_t compute_ = nullptr;
+  cudaStream_t copy_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  Buffer workspace_;
+  std::array<cudaEvent_t, kEventPool> compute_events_{};
+  std::array<cudaEvent_t, kEventPool> copy_events_{};
+  std::array<cudaEvent_t, kTimestampRing> timestamps_{};
+  uint64_t compute_ids_ = 0;
+  uint64_t fence_ids_ = 0;
+  uint64_t timestamp_ids_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt) {
+  const std::string reason = cuda_unavailable_reason();
+  if (!reason.empty()) throw device_error("--device cuda: " + reason);
+  int count = 0;
+  MLP_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (opt.device < 0 || opt.device >= count)
+    throw device_error(fmt::format("CUDA device {} does not exist ({} device{} present)",
+                                   opt.device, count, count == 1 ? "" : "s"));
+  // cuda_unavailable_reason() probed device 0; the chosen device may differ.
+  const std::string problem = cuda::device_problem(opt.device);
+  if (!problem.empty()) throw device_error("--device cuda: " + problem);
+  return std::make_unique<CudaBackend>(opt);
+}
+
+}  // namespace mlp

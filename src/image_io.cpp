@@ -1,0 +1,201 @@
+// Image decoding for predict (see include/mlp/image_io.h). PGM is parsed here
+// (it is a few lines of text and a raster); PNG goes through libpng's
+// simplified API, which reports errors through png_image.message instead of
+// longjmp, so a malformed file is an Error like any other.
+#include "mlp/image_io.h"
+
+#include <fmt/format.h>
+#include <png.h>
+
+#include <cctype>
+#include <cstring>
+
+#include "mlp/error.h"
+#include "mlp/file_io.h"
+
+namespace mlp {
+namespace {
+
+// Netpbm header tokens: whitespace-separated decimals, '#' comments to end of line.
+class PnmReader {
+ public:
+  PnmReader(const uint8_t* p, std::size_t n, const std::string& name) : p_(p), n_(n), name_(name) {}
+  std::size_t pos() const { return pos_; }
+  void skip_space_and_comments() {
+    while (pos_ < n_) {
+      if (p_[pos_] == '#') {
+        while (pos_ < n_ && p_[pos_] != '\n' && p_[pos_] != '\r') ++pos_;
+      } else if (std::isspace(p_[pos_])) {
+        ++pos_;
+      } else {
+        break;
+      }
+    }
+  }
+  int64_t number(const char* what, int64_t max) {
+    skip_space_and_comments();
+    if (pos_ >= n_) throw data_error(fmt::format("{}: PGM truncated: no {}", name_, what));
+    if (!std::isdigit(p_[pos_]))
+      throw data_error(fmt::format("{}: PGM malformed: expected the {}, found byte 0x{:02x}", name_,
+                                   what, p_[pos_]));
+    int64_t v = 0;
+    while (pos_ < n_ && std::isdigit(p_[pos_])) {
+      v = v * 10 + (p_[pos_++] - '0');
+      if (v > max) throw data_error(fmt::format("{}: PGM {} is larger than {}", name_, what, max));
+    }
+    return v;
+  }
+
+ private:
+  const uint8_t* p_;
+  std::size_t n_;
+  std::size_t pos_ = 2;  // after the magic
+  const std::string& name_;
+};
+
+uint8_t scale_to_u8(int64_t v, int64_t maxval) {
+  return static_cast<uint8_t>((v * 255 + maxval / 2) / maxval);
+}
+
+bool starts_with(const uint8_t* p, std::size_t n, const char* sig, std::size_t k) {
+  return n >= k && std::memcmp(p, sig, k) == 0;
+}
+
+}  // namespace
+
+GrayImage decode_pgm(const uint8_t* data, std::size_t size, const std::string& name) {
+  if (size < 2 || data[0] != 'P')
+    throw data_error(fmt::format("{}: not a PGM image (no 'P5'/'P2' magic)", name));
+  const char kind = static_cast<char>(data[1]);
+  if (kind == '1' || kind == '4')
+    throw data_error(
+        fmt::format("{}: a PBM bitmap; convert it to an 8-bit grayscale PGM or PNG", name));
+  if (kind == '3' || kind == '6')
+    throw data_error(
+        fmt::format("{}: a PPM color image; convert it to grayscale PGM (P5) or PNG", name));
+  if (kind != '5' && kind != '2')
+    throw data_error(
+        fmt::format("{}: unsupported Netpbm kind 'P{}' (expected P5 or P2)", name, kind));
+  if (size < 3 || !(std::isspace(data[2]) || data[2] == '#'))
+    throw data_error(fmt::format("{}: PGM malformed: no whitespace after the magic", name));
+  PnmReader r(data, size, name);
+  GrayImage img;
+  img.width = r.number("width", kMaxImageSide);
+  img.height = r.number("height", kMaxImageSide);
+  const int64_t maxval = r.number("maxval", 65535);
+  if (img.width == 0 || img.height == 0 || maxval == 0)
+    throw data_error(fmt::format("{}: PGM header has width {}, height {}, maxval {}: none may be 0",
+                                 name, img.width, img.height, maxval));
+  const auto count = static_cast<std::size_t>(img.width * img.height);
+  if (kind == '5') {
+    std::size_t pos = r.pos();
+    if (pos >= size || !std::isspace(data[pos]))
+      throw data_error(fmt::format("{}: PGM truncated or malformed after the header", name));
+    ++pos;  // exactly one whitespace byte separates the header from the raster
+    const std::size_t bps = maxval < 256 ? 1 : 2;
+    const std::size_t need = count * bps;
+    if (size - pos < need)
+      throw data_error(fmt::format("{}: PGM truncated: {}x{} pixels need {} bytes, {} present",
+                                   name, img.width, img.height, need, size - pos));
+    if (size - pos > need)
+      throw data_error(
+          fmt::format("{}: {} trailing bytes after the PGM raster (several images "
+                      "in one file are not supported)",
+                      name, size - pos - need));
+    img.pixels.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      const int64_t v =
+          bps == 1 ? data[pos + i] : (int64_t{data[pos + 2 * i]} << 8) | data[pos + 2 * i + 1];
+      if (v > maxval)
+        throw data_error(fmt::format("{}: pixel {} is {}, above maxval {}", name, i, v, maxval));
+      img.pixels[i] = maxval == 255 ? static_cast<uint8_t>(v) : scale_to_u8(v, maxval);
+    }
+  } else {
+    // Each ASCII pixel takes at least two bytes ("0 "), so this bounds the allocation by the file.
+    if (count > size)
+      throw data_error(fmt::format("{}: PGM truncated: {}x{} pixels cannot fit in {} bytes", name,
+                                   img.width, img.height, size));
+    img.pixels.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      const int64_t v = r.number("pixel value", 65535);
+      if (v > maxval)
+        throw data_error(fmt::format("{}: pixel {} is {}, above maxval {}", name, i, v, maxval));
+      img.pixels[i] = maxval == 255 ? static_cast<uint8_t>(v) : scale_to_u8(v, maxval);
+    }
+    r.skip_space_and_comments();
+    if (r.pos() != size)
+      throw data_error(fmt::format("{}: unexpected data after the {} PGM pixels", name, count));
+  }
+  if (maxval != 255) img.conversion = fmt::format("scaled from maxval {} to 255", maxval);
+  return img;
+}
+
+GrayImage decode_png(const uint8_t* data, std::size_t size, const std::string& name) {
+  png_image image;
+  std::memset(&image, 0, sizeof(image));
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&image, data, size))
+    throw data_error(fmt::format("{}: unreadable PNG: {}", name, image.message));
+  if (image.width == 0 || image.height == 0 || image.width > kMaxImageSide ||
+      image.height > kMaxImageSide) {
+    png_image_free(&image);
+    throw data_error(fmt::format("{}: PNG is {}x{}; at most {}x{} is accepted", name, image.width,
+                                 image.height, kMaxImageSide, kMaxImageSide));
+  }
+  std::vector<std::string> notes;
+  if (image.format & PNG_FORMAT_FLAG_COLOR) notes.push_back("color converted to gray");
+  if (image.format & PNG_FORMAT_FLAG_ALPHA) notes.push_back("transparency composited onto black");
+  if (image.format & PNG_FORMAT_FLAG_LINEAR) notes.push_back("16-bit converted to 8-bit");
+  GrayImage img;
+  img.width = image.width;
+  img.height = image.height;
+  image.format = PNG_FORMAT_GRAY;
+  // Zero-filled: with no background given, libpng composites alpha onto the
+  // buffer's contents, i.e. onto black, the MNIST background.
+  img.pixels.assign(PNG_IMAGE_SIZE(image), 0);
+  if (!png_image_finish_read(&image, nullptr, img.pixels.data(), 0, nullptr))
+    throw data_error(fmt::format("{}: corrupt PNG: {}", name, image.message));
+  for (std::size_t i = 0; i < notes.size(); ++i) img.conversion += (i ? ", " : "") + notes[i];
+  return img;
+}
+
+GrayImage decode_image(const uint8_t* data, std::size_t size, const std::string& name) {
+  if (size == 0) throw data_error(fmt::format("{}: file is empty", name));
+  if (starts_with(data, size, "\x89PNG\r\n\x1a\n", 8)) return decode_png(data, size, name);
+  if (data[0] == 'P' && size >= 2 && data[1] >= '1' && data[1] <= '7')
+    return decode_pgm(data, size, name);
+  std::string what = "not a PNG or PGM image";
+  if (starts_with(data, size, "\xff\xd8\xff", 3)) what = "JPEG images are not supported";
+  if (starts_with(data, size, "GIF8", 4)) what = "GIF images are not supported";
+  if (starts_with(data, size, "BM", 2)) what = "BMP images are not supported";
+  throw data_error(
+      fmt::format("{}: {}; give a 28x28 grayscale PNG or PGM (e.g. convert IN "
+                  "-colorspace Gray -resize 28x28! OUT.png)",
+                  name, what));
+}
+
+GrayImage read_image(const std::string& path) {
+  const std::vector<uint8_t> bytes =
+      read_file_bytes(path, kMaxImageFileBytes, ExitCode::kData, "image");
+  return decode_image(bytes.data(), bytes.size(), path);
+}
+
+std::vector<uint8_t> encode_pgm(const GrayImage& img) {
+  const std::string header = fmt::format("P5\n{} {}\n255\n", img.width, img.height);
+  std::vector<uint8_t> out(header.begin(), header.end());
+  out.insert(out.end(), img.pixels.begin(), img.pixels.end());
+  return out;
+}
+
+void write_png_gray(const std::string& path, const GrayImage& img) {
+  png_image image;
+  std::memset(&image, 0, sizeof(image));
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(img.width);
+  image.height = static_cast<png_uint_32>(img.height);
+  image.format = PNG_FORMAT_GRAY;
+  if (!png_image_write_to_file(&image, path.c_str(), 0, img.pixels.data(), 0, nullptr))
+    throw Error(ExitCode::kFailure, fmt::format("{}: cannot write PNG: {}", path, image.message));
+}
+
+}  // namespace mlp
