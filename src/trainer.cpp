@@ -180,7 +180,9 @@ EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from,
     return s;
   }
   position_ = {epoch + 1, 0, 0.0, 0.0};
-  if (test_dev_) {
+  // A --profile-steps run is a capture of training steps only: evaluating the
+  // test set inside the profiler window would bury them.
+  if (test_dev_ && cfg_.profile_steps == 0) {
     const EvalResult r = evaluate(be_, model_, *test_dev_);
     s.test_loss = r.loss;
     s.test_accuracy = r.accuracy;

@@ -173,11 +173,13 @@ TEST(Training, TrainerEqualsAPlainLoopOverEpochPermutations) {
 }
 
 TEST(Training, NonFiniteLossStopsWithExitCode5) {
-  // Two ways to a NaN loss: a poisoned output bias (no ReLU after it to hide
-  // the NaN), and a learning rate so large the logits overflow.
+  // Three ways to a NaN loss: a poisoned output bias, a poisoned hidden bias
+  // (the ReLU must pass NaN on, not clamp it to 0 and train on with a NaN
+  // weight), and a learning rate so large the logits overflow.
   const Dataset tr = synthetic(60, 8, 5), te = synthetic(20, 8, 6);
-  for (const bool poison : {true, false}) {
-    SCOPED_TRACE(poison ? "NaN output bias" : "lr 1e30");
+  for (const int poison_layer : {1, 0, -1}) {
+    const bool poison = poison_layer >= 0;
+    SCOPED_TRACE(poison_layer == 1 ? "NaN output bias" : poison ? "NaN hidden bias" : "lr 1e30");
     auto be = make_cpu_backend(CpuOptions{1});
     TrainConfig cfg;
     cfg.epochs = 3;
@@ -185,7 +187,7 @@ TEST(Training, NonFiniteLossStopsWithExitCode5) {
     if (!poison) cfg.adam.lr = 1e30f;
     Model model(*be, {16, 8, 8}, cfg.batch_size, cfg.adam, false);
     auto p = initial_params(model.layout(), InitScheme::kHe, 1);
-    if (poison) p[model.layout().bias_offset(1) + 3] = std::nanf("");
+    if (poison) p[model.layout().bias_offset(poison_layer) + 3] = std::nanf("");
     model.set_params(p);
     Trainer trainer(*be, model, tr, &te, cfg);
     Recorder rec;

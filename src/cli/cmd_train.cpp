@@ -152,6 +152,19 @@ int run_train(TrainOptions& o, const CLI::App& app) {
 
 }  // namespace
 
+// CLI::PositiveNumber's message prints DBL_MAX in full; this one says what is wanted.
+// NaN fails the comparison and is refused too.
+const CLI::Validator kPositive(
+    [](std::string& s) -> std::string {
+      try {
+        std::size_t used = 0;
+        if (std::stod(s, &used) > 0 && used == s.size()) return {};
+      } catch (const std::exception&) {
+      }
+      return "must be a number > 0, got '" + s + "'";
+    },
+    "> 0");
+
 Command add_train_command(CLI::App& root) {
   auto o = std::make_shared<TrainOptions>();
   TrainConfig& c = o->cfg;
@@ -163,13 +176,13 @@ Command add_train_command(CLI::App& root) {
   app->add_option("--batch-size", c.batch_size, "Samples per optimizer step")
       ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{65536}));
   app->add_option("--lr", c.adam.lr, "Adam learning rate")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   app->add_option("--beta1", c.adam.beta1, "Adam first-moment decay")
       ->capture_default_str()->check(CLI::Range(0.0f, 0.999999f));
   app->add_option("--beta2", c.adam.beta2, "Adam second-moment decay")
       ->capture_default_str()->check(CLI::Range(0.0f, 0.999999f));
   app->add_option("--eps", c.adam.eps, "Adam epsilon")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   app->add_option("--hidden", c.hidden, "Hidden layer sizes, comma-separated")
       ->delimiter(',')->default_str("500,500,500")->check(CLI::Range(int64_t{1}, int64_t{65536}));
   app->add_option("--init", o->init, "Weight init: he (N(0, 2/fan_in), zero bias) or normal "
@@ -184,9 +197,9 @@ Command add_train_command(CLI::App& root) {
   app->add_flag("--tf32", o->tf32, "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
   app->add_flag("--no-graph", o->no_graph, "CUDA: issue each step's kernels eagerly instead of replaying a CUDA Graph");
   app->add_option("--profile-steps", c.profile_steps,
-                  "Run N steps inside cudaProfilerStart/Stop (for nsys/ncu), then exit")
+                  "Run N steps inside cudaProfilerStart/Stop (for nsys/ncu), then exit (default: off)")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
-  app->add_option("--log-json", o->log_json, "Write JSON lines (start, epoch, summary) to FILE");
+  app->add_option("--log-json", o->log_json, "Write JSON lines (start, epoch, summary) to FILE (default: none)");
   app->add_flag("-q,--quiet", o->quiet, "Print only the final result line and errors");
   add_checkpoint_options(app, o->ckpt);
   return {app, [o, app] { return run_train(*o, *app); }};
