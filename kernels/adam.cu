@@ -23,8 +23,8 @@ __global__ void adam_count_step_kernel(int64_t* step) {
 
 __global__ void adam_kernel(float* __restrict__ params, const float* __restrict__ grads,
                             float* __restrict__ m, float* __restrict__ v, int64_t n, float lr,
-                            float b1, float b2, float one_minus_b1, float one_minus_b2,
-                            float eps, const int64_t* __restrict__ step) {
+                            float b1, float b2, float one_minus_b1, float one_minus_b2, float eps,
+                            const int64_t* __restrict__ step) {
   // PyTorch's form, as cpu::adam_step: p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
   // The two scalars once per block, in double, rounded to float once (as on the CPU).
   __shared__ float scale[2];  // {lr / bc1, 1 / sqrt(bc2)}
@@ -46,21 +46,20 @@ __global__ void adam_kernel(float* __restrict__ params, const float* __restrict_
   const float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(one_minus_b2, g), g));
   m[i] = mi;
   v[i] = vi;
-  const float update = __fdiv_rn(__fmul_rn(step_size, mi),
-                                 __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_sqrt_bc2), eps));
+  const float update =
+      __fdiv_rn(__fmul_rn(step_size, mi), __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_sqrt_bc2), eps));
   params[i] = __fsub_rn(params[i], update);
 }
 
 }  // namespace
 
-void adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
-               const AdamHyper& h, int64_t* step, cudaStream_t stream) {
+void adam_step(float* params, const float* grads, float* m, float* v, int64_t n, const AdamHyper& h,
+               int64_t* step, cudaStream_t stream) {
   if (n <= 0) return;
   adam_count_step_kernel<<<1, 1, 0, stream>>>(step);
   MLP_CUDA_CHECK_LAUNCH("adam_count_step_kernel");
   adam_kernel<<<grid_for(n, kAdamBlock), kAdamBlock, 0, stream>>>(
-      params, grads, m, v, n, h.lr, h.beta1, h.beta2, 1.0f - h.beta1, 1.0f - h.beta2, h.eps,
-      step);
+      params, grads, m, v, n, h.lr, h.beta1, h.beta2, 1.0f - h.beta1, 1.0f - h.beta2, h.eps, step);
   MLP_CUDA_CHECK_LAUNCH("adam_kernel");
 }
 

@@ -18,7 +18,7 @@ inline constexpr int kAdamBlock = 256;
 
 // params, grads, m, v: n floats; step: one int64 counter. Device memory.
 // Issues two launches on `stream`: the counter increment, then the update.
-void adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
-               const AdamHyper& h, int64_t* step, cudaStream_t stream);
+void adam_step(float* params, const float* grads, float* m, float* v, int64_t n, const AdamHyper& h,
+               int64_t* step, cudaStream_t stream);
 
 }  // namespace mlp::kernels

@@ -18,7 +18,7 @@ void bias_forward(float* z, const float* bias, int64_t rows, int64_t cols, cudaS
   const int64_t n = rows * cols;
   if (n <= 0) return;
   bias_forward_kernel<<<grid_for(n, kBiasForwardBlock), kBiasForwardBlock, 0, stream>>>(z, bias, n,
-                                                                                       cols);
+                                                                                        cols);
   MLP_CUDA_CHECK_LAUNCH("bias_forward_kernel");
 }
 

@@ -22,7 +22,7 @@ void bias_relu_forward(float* z, const float* bias, int64_t rows, int64_t cols,
   const int64_t n = rows * cols;
   if (n <= 0) return;
   bias_relu_forward_kernel<<<grid_for(n, kBiasReluBlock), kBiasReluBlock, 0, stream>>>(z, bias, n,
-                                                                                      cols);
+                                                                                       cols);
   MLP_CUDA_CHECK_LAUNCH("bias_relu_forward_kernel");
 }
 

@@ -16,8 +16,8 @@ inline constexpr int kWarpSize = 32;
 inline unsigned grid_for(int64_t n, int block) {
   const int64_t blocks = (n + block - 1) / block;
   if (blocks > 0x7fffffff)
-    throw Error(ExitCode::kDevice, "kernel launch: " + std::to_string(n) +
-                                       " elements need more than 2^31-1 blocks");
+    throw Error(ExitCode::kDevice,
+                "kernel launch: " + std::to_string(n) + " elements need more than 2^31-1 blocks");
   return static_cast<unsigned>(blocks);
 }
 

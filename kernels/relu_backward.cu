@@ -17,7 +17,7 @@ __global__ void relu_backward_kernel(float* __restrict__ grad, const float* __re
 void relu_backward(float* grad, const float* act, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   relu_backward_kernel<<<grid_for(n, kReluBackwardBlock), kReluBackwardBlock, 0, stream>>>(grad,
-                                                                                         act, n);
+                                                                                           act, n);
   MLP_CUDA_CHECK_LAUNCH("relu_backward_kernel");
 }
 

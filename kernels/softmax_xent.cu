@@ -25,17 +25,16 @@ __device__ __forceinline__ void argmax_combine(float& v, int& i, float ov, int o
 }
 
 __global__ void softmax_xent_kernel(const float* __restrict__ logits,
-                                    const uint8_t* __restrict__ labels,
-                                    float* __restrict__ dlogits, double* __restrict__ metrics,
-                                    int64_t rows, int64_t cols) {
+                                    const uint8_t* __restrict__ labels, float* __restrict__ dlogits,
+                                    double* __restrict__ metrics, int64_t rows, int64_t cols) {
   __shared__ double warp_loss[kSoftmaxXentMaxBlock / kWarpSize];
   __shared__ long long warp_correct[kSoftmaxXentMaxBlock / kWarpSize];
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
   const int warps = static_cast<int>(blockDim.x) / kWarpSize;
   const float inv_rows = 1.0f / static_cast<float>(rows);
-  double loss = 0.0;       // meaningful in lane 0 only
-  long long correct = 0;   // meaningful in lane 0 only
+  double loss = 0.0;      // meaningful in lane 0 only
+  long long correct = 0;  // meaningful in lane 0 only
 
   // The row loop is warp-uniform (r depends only on the warp), so all 32
   // lanes stay converged for the full-mask shuffles below. Rows past the end
@@ -99,8 +98,8 @@ void softmax_xent(const float* logits, const uint8_t* labels, float* dlogits, do
                   int64_t rows, int64_t cols, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   // One warp per row up to the block limit; a multiple of 32 so no warp is partial.
-  const int64_t threads = rows * kWarpSize < kSoftmaxXentMaxBlock ? rows * kWarpSize
-                                                                  : kSoftmaxXentMaxBlock;
+  const int64_t threads =
+      rows * kWarpSize < kSoftmaxXentMaxBlock ? rows * kWarpSize : kSoftmaxXentMaxBlock;
   softmax_xent_kernel<<<1, static_cast<unsigned>(threads), 0, stream>>>(logits, labels, dlogits,
                                                                         metrics, rows, cols);
   MLP_CUDA_CHECK_LAUNCH("softmax_xent_kernel");

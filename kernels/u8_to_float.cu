@@ -18,7 +18,7 @@ __global__ void u8_to_float_kernel(const uint8_t* __restrict__ in, float* __rest
 void u8_to_float(const uint8_t* in, float* out, int64_t n, bool binarize, cudaStream_t stream) {
   if (n <= 0) return;
   u8_to_float_kernel<<<grid_for(n, kU8ToFloatBlock), kU8ToFloatBlock, 0, stream>>>(in, out, n,
-                                                                                    binarize);
+                                                                                   binarize);
   MLP_CUDA_CHECK_LAUNCH("u8_to_float_kernel");
 }
 

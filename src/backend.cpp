@@ -68,8 +68,8 @@ void Backend::gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, 
   const int64_t kb = tb == Trans::kNo ? b.rows : b.cols;
   const int64_t n = tb == Trans::kNo ? b.cols : b.rows;
   if (ka != kb || c.rows != m || c.cols != n)
-    fail("gemm", fmt::format("op(a) is {}x{}, op(b) is {}x{}, c is {}x{}", m, ka, kb, n, c.rows,
-                             c.cols));
+    fail("gemm",
+         fmt::format("op(a) is {}x{}, op(b) is {}x{}, c is {}x{}", m, ka, kb, n, c.rows, c.cols));
   gemm_impl(ta, tb, alpha, a, b, beta, c);
 }
 
@@ -95,8 +95,8 @@ void Backend::relu_backward(Mat grad, CMat act) {
   check_mat("relu_backward", "grad", grad.data, grad.rows, grad.cols);
   check_mat("relu_backward", "act", act.data, act.rows, act.cols);
   if (grad.rows != act.rows || grad.cols != act.cols)
-    fail("relu_backward", fmt::format("grad is {}x{} but act is {}x{}", grad.rows, grad.cols,
-                                      act.rows, act.cols));
+    fail("relu_backward",
+         fmt::format("grad is {}x{} but act is {}x{}", grad.rows, grad.cols, act.rows, act.cols));
   relu_backward_impl(grad, act);
 }
 

@@ -9,7 +9,9 @@
 namespace mlp {
 
 BatchStream::BatchStream(Backend& backend, const Dataset& data, int64_t batch)
-    : be_(backend), data_(data), batch_(batch),
+    : be_(backend),
+      data_(data),
+      batch_(batch),
       slot_bytes_(static_cast<std::size_t>(batch * (data.pixels() + 1))) {
   for (auto& s : slots_) s.host = be_.alloc_host(slot_bytes_);
   loader_ = std::thread([this] { loader_main(); });

@@ -4,13 +4,13 @@
 #include "mlp/dataset.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <sys/stat.h>
 
 #include "mlp/error.h"
 
@@ -27,11 +27,18 @@ bool file_exists(const std::string& p) {
 
 int type_size(uint8_t type) {
   switch (type) {
-    case 0x08: case 0x09: return 1;
-    case 0x0B: return 2;
-    case 0x0C: case 0x0D: return 4;
-    case 0x0E: return 8;
-    default: return 0;
+    case 0x08:
+    case 0x09:
+      return 1;
+    case 0x0B:
+      return 2;
+    case 0x0C:
+    case 0x0D:
+      return 4;
+    case 0x0E:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -42,7 +49,8 @@ std::vector<uint8_t> read_plain(const std::string& path) {
   const auto size = static_cast<std::size_t>(in.tellg());
   in.seekg(0);
   std::vector<uint8_t> bytes(size);
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
+  if (size > 0 &&
+      !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
     throw data_error(fmt::format("{}: read failed", path));
   return bytes;
 }
@@ -91,10 +99,12 @@ IdxArray parse_idx(const std::vector<uint8_t>& bytes, const std::string& name) {
   if (bytes.size() >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B)
     throw data_error(fmt::format("{}: still gzip-compressed; gunzip it", name));
   if (bytes.size() < 4)
-    throw data_error(fmt::format("{}: truncated: {} bytes, no complete IDX header", name, bytes.size()));
+    throw data_error(
+        fmt::format("{}: truncated: {} bytes, no complete IDX header", name, bytes.size()));
   if (bytes[0] != 0 || bytes[1] != 0)
-    throw data_error(fmt::format("{}: bad magic {:02x}{:02x}{:02x}{:02x}: first two bytes must be zero",
-                                 name, bytes[0], bytes[1], bytes[2], bytes[3]));
+    throw data_error(
+        fmt::format("{}: bad magic {:02x}{:02x}{:02x}{:02x}: first two bytes must be zero", name,
+                    bytes[0], bytes[1], bytes[2], bytes[3]));
   IdxArray a;
   a.type = bytes[2];
   const int tsize = type_size(a.type);

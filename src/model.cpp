@@ -49,7 +49,8 @@ std::vector<float> initial_params(const ParamLayout& layout, InitScheme scheme, 
   std::vector<float> p(static_cast<std::size_t>(layout.total_floats()), 0.0f);
   Pcg32 rng(seed, 0x1a17);
   for (int64_t l = 0; l < layout.layers(); ++l) {
-    const double stddev = scheme == InitScheme::kHe ? std::sqrt(2.0 / static_cast<double>(layout.fan_in(l))) : 1.0;
+    const double stddev =
+        scheme == InitScheme::kHe ? std::sqrt(2.0 / static_cast<double>(layout.fan_in(l))) : 1.0;
     float* w = p.data() + layout.weight_offset(l);
     for (int64_t i = 0; i < layout.fan_in(l) * layout.fan_out(l); ++i)
       w[i] = static_cast<float>(rng.normal() * stddev);
@@ -65,7 +66,10 @@ std::vector<float> initial_params(const ParamLayout& layout, InitScheme scheme, 
 
 Model::Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, AdamHyper adam,
              bool binarize)
-    : be_(backend), layout_(std::move(sizes)), max_batch_(max_batch), adam_(adam),
+    : be_(backend),
+      layout_(std::move(sizes)),
+      max_batch_(max_batch),
+      adam_(adam),
       binarize_(binarize) {
   if (max_batch_ <= 0) throw usage_error("batch size must be positive");
   const auto floats = [](int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); };

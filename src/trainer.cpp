@@ -97,8 +97,8 @@ void Trainer::issue_step(BatchStream& stream, int64_t index) {
   uint64_t fence;
   {
     ScopedRange copy_range(be_, "copy");
-    fence = be_.upload_async(inputs_[slot].data(), staged, stream.slot_bytes(),
-                             slot_free_event_[slot]);
+    fence =
+        be_.upload_async(inputs_[slot].data(), staged, stream.slot_bytes(), slot_free_event_[slot]);
   }
   stream.release(fence);
   if (graphs_[slot]) {
@@ -124,12 +124,11 @@ std::vector<uint32_t> epoch_order(uint64_t seed, int64_t epoch, int64_t count, i
 
 }  // namespace
 
-EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from,
-                                TrainListener& listener) {
+EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from, TrainListener& listener) {
   ScopedRange range(be_, "epoch");
   BatchStream& stream = *stream_;
-  const int64_t steps = cfg_.profile_steps > 0 ? std::min(cfg_.profile_steps, steps_per_epoch())
-                                               : steps_per_epoch();
+  const int64_t steps =
+      cfg_.profile_steps > 0 ? std::min(cfg_.profile_steps, steps_per_epoch()) : steps_per_epoch();
   const int64_t first = std::min(from.step, steps);  // > 0 only when resuming mid-epoch
   stream.start_epoch(epoch_order(cfg_.seed, epoch, train_.count, first, cfg_.batch_size),
                      steps - first);

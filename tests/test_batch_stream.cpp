@@ -64,8 +64,8 @@ TEST(BatchStream, DeliversThePermutedSamplesAcrossEpochs) {
       // What reached backend memory is what was staged.
       ASSERT_TRUE(staged_matches(dev.as<uint8_t>(), ds, order, step * kBatch, kBatch));
     }
-    EXPECT_TRUE(testing::throws_error([&] { stream.acquire(); }, ExitCode::kFailure,
-                                      {"exhausted"}));
+    EXPECT_TRUE(
+        testing::throws_error([&] { stream.acquire(); }, ExitCode::kFailure, {"exhausted"}));
   }
 }
 
@@ -87,7 +87,8 @@ TEST(BatchStream, RestartingAnEpochEarlyDeliversTheNewOrder) {
     stream.start_epoch(b, 16);
     for (int64_t step = 0; step < 16; ++step) {
       const uint8_t* staged = stream.acquire();
-      ASSERT_TRUE(staged_matches(staged, ds, b, step * 4, 4)) << "round " << round << " step " << step;
+      ASSERT_TRUE(staged_matches(staged, ds, b, step * 4, 4))
+          << "round " << round << " step " << step;
       stream.release(0);
     }
   }
@@ -103,8 +104,11 @@ TEST(BatchStream, AcceptsAnyIndexListAndRejectsAShortOne) {
     ASSERT_TRUE(staged_matches(stream.acquire(), ds, order, step * 3, 3));
     stream.release(0);
   }
-  EXPECT_TRUE(testing::throws_error([&] { stream.start_epoch({1, 2, 3, 4, 5}, 2); },
-                                    ExitCode::kFailure, {"shorter"}));
+  EXPECT_TRUE(testing::throws_error(
+      [&] {
+        stream.start_epoch({1, 2, 3, 4, 5}, 2);
+      },
+      ExitCode::kFailure, {"shorter"}));
 }
 
 TEST(BatchStream, DestroysCleanlyMidEpoch) {

@@ -6,10 +6,9 @@
 // through validation shows up as exit 3 instead of a training run.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "mlp/backend.h"
@@ -53,12 +52,10 @@ TEST(Cli, UnknownFlagOrSubcommandIsAUsageError) {
 TEST(Cli, BadValuesAreUsageErrorsNamingTheFlag) {
   TempDir dir;
   const std::vector<std::pair<std::string, std::string>> bad{
-      {"--epochs", "0"},      {"--epochs", "-3"},       {"--epochs", "ten"},
-      {"--lr", "-1"},         {"--lr", "0"},            {"--lr", "fast"},
-      {"--init", "foo"},      {"--device", "foo"},      {"--hidden", "0"},
-      {"--hidden", "500,x"},  {"--hidden", "500,-1"},   {"--batch-size", "0"},
-      {"--threads", "-1"},    {"--beta1", "1.5"},       {"--eps", "0"},
-      {"--profile-steps", "0"}};
+      {"--epochs", "0"},   {"--epochs", "-3"},    {"--epochs", "ten"},    {"--lr", "-1"},
+      {"--lr", "0"},       {"--lr", "fast"},      {"--init", "foo"},      {"--device", "foo"},
+      {"--hidden", "0"},   {"--hidden", "500,x"}, {"--hidden", "500,-1"}, {"--batch-size", "0"},
+      {"--threads", "-1"}, {"--beta1", "1.5"},    {"--eps", "0"},         {"--profile-steps", "0"}};
   for (const auto& [flag, value] : bad) {
     const CommandResult r = cli({"train", "--data", dir.file("none"), flag, value});
     EXPECT_EQ(r.exit_code, 2) << flag << " " << value << "\n" << describe(r);
@@ -132,10 +129,10 @@ TEST(Cli, HelpDocumentsEveryFlagWithItsDefault) {
   const CommandResult r = cli({"train", "--help"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const std::string& h = r.out;
-  for (const char* flag : {"--data", "--epochs", "--batch-size", "--lr", "--beta1", "--beta2",
-                           "--eps", "--hidden", "--init", "--seed", "--device", "--threads",
-                           "--binarize", "--tf32", "--no-graph", "--profile-steps", "--log-json",
-                           "--quiet"})
+  for (const char* flag :
+       {"--data", "--epochs", "--batch-size", "--lr", "--beta1", "--beta2", "--eps", "--hidden",
+        "--init", "--seed", "--device", "--threads", "--binarize", "--tf32", "--no-graph",
+        "--profile-steps", "--log-json", "--quiet"})
     EXPECT_TRUE(contains(h, flag)) << flag << " is not documented\n" << h;
 
   // Defaults shown must be the ones the trainer really uses.
@@ -195,10 +192,10 @@ TEST(Cli, TrainsATinyDatasetAndLogsJsonLinesReproducibly) {
   testing::write_split(dir.path(), "train", testing::make_split(200, 28, 28, 1), 28, 28);
   testing::write_split(dir.path(), "t10k", testing::make_split(50, 28, 28, 2), 28, 28, true);
   const auto run = [&](const std::string& log, bool quiet) {
-    std::vector<std::string> args{"train",     "--device",  "cpu", "--data", dir.path(),
-                                  "--epochs",  "2",         "--batch-size", "20",
-                                  "--hidden",  "16,8",      "--threads", "1",
-                                  "--seed",    "5",         "--log-json", log};
+    std::vector<std::string> args{
+        "train", "--device",     "cpu", "--data",     dir.path(), "--epochs",
+        "2",     "--batch-size", "20",  "--hidden",   "16,8",     "--threads",
+        "1",     "--seed",       "5",   "--log-json", log};
     if (quiet) args.push_back("--quiet");
     return cli(args);
   };
@@ -214,7 +211,8 @@ TEST(Cli, TrainsATinyDatasetAndLogsJsonLinesReproducibly) {
     const auto& j = a[static_cast<std::size_t>(e)];
     EXPECT_EQ(j["event"], "epoch");
     EXPECT_EQ(j["epoch"], e);
-    for (const char* key : {"loss", "train_accuracy", "test_accuracy", "seconds", "samples_per_sec"})
+    for (const char* key :
+         {"loss", "train_accuracy", "test_accuracy", "seconds", "samples_per_sec"})
       EXPECT_TRUE(finite_number(j, key)) << key << " in " << j.dump();
     EXPECT_TRUE(j["test_accuracy"].get<double>() >= 0 && j["test_accuracy"].get<double>() <= 1);
   }

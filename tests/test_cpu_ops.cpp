@@ -31,15 +31,16 @@ class CpuOps : public ::testing::TestWithParam<int> {
   std::unique_ptr<Backend> be = make_cpu_backend(CpuOptions{GetParam()});
 };
 
-INSTANTIATE_TEST_SUITE_P(Threads, CpuOps, ::testing::Values(1, 2),
-                         [](const auto& param_info) { return "threads" + std::to_string(param_info.param); });
+INSTANTIATE_TEST_SUITE_P(Threads, CpuOps, ::testing::Values(1, 2), [](const auto& param_info) {
+  return "threads" + std::to_string(param_info.param);
+});
 
 // ---- gemm ----------------------------------------------------------------------------
 
 // c = alpha * op(a) * op(b) + beta * c in double, from row-major host arrays.
 std::vector<double> naive_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                               const std::vector<float>& a, const std::vector<float>& b,
-                               float beta, const std::vector<float>& c, std::vector<double>* mag) {
+                               const std::vector<float>& a, const std::vector<float>& b, float beta,
+                               const std::vector<float>& c, std::vector<double>* mag) {
   std::vector<double> out(static_cast<std::size_t>(m * n));
   mag->assign(out.size(), 0.0);
   for (int64_t i = 0; i < m; ++i)
@@ -63,7 +64,7 @@ TEST_P(CpuOps, GemmMatchesNaiveLoopInAllTransposes) {
   };
   // The last two are big enough (> 4 MFLOP) for a threaded backend to split c
   // by columns and by rows, with ragged last blocks.
-  const Dims dims[] = {{7, 5, 13}, {1, 1, 1},    {3, 17, 1},    {1, 5, 17},
+  const Dims dims[] = {{7, 5, 13}, {1, 1, 1},     {3, 17, 1},     {1, 5, 17},
                        {3, 1, 17}, {64, 33, 129}, {100, 301, 70}, {301, 100, 70}};
   const std::pair<float, float> coeffs[] = {{1.0f, 0.0f}, {0.7f, 0.3f}, {-2.0f, 1.0f}};
   uint64_t seed = 1;
@@ -210,16 +211,31 @@ TEST_P(CpuOps, BiasGradIsColumnSumsAndOverwrites) {
 
 TEST_P(CpuOps, ElementwiseShapeChecksThrow) {
   DeviceVec<float> a(*be, std::vector<float>(12)), b(*be, std::vector<float>(12));
-  EXPECT_TRUE(throws_error([&] { be->relu_backward(Mat{a.get(), 3, 4}, CMat{b.get(), 4, 3}); },
-                           ExitCode::kFailure, {"relu_backward"}));
-  EXPECT_TRUE(throws_error([&] { be->bias_relu_forward(Mat{a.get(), 3, 4}, nullptr); },
-                           ExitCode::kFailure, {"bias_relu_forward"}));
-  EXPECT_TRUE(throws_error([&] { be->bias_forward(Mat{a.get(), 3, -4}, b.get()); },
-                           ExitCode::kFailure, {"bias_forward"}));
-  EXPECT_TRUE(throws_error([&] { be->bias_grad(CMat{a.get(), 3, 4}, nullptr); },
-                           ExitCode::kFailure, {"bias_grad"}));
-  EXPECT_TRUE(throws_error([&] { be->u8_to_float(nullptr, Mat{a.get(), 3, 4}, false); },
-                           ExitCode::kFailure, {"u8_to_float"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->relu_backward(Mat{a.get(), 3, 4}, CMat{b.get(), 4, 3});
+      },
+      ExitCode::kFailure, {"relu_backward"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->bias_relu_forward(Mat{a.get(), 3, 4}, nullptr);
+      },
+      ExitCode::kFailure, {"bias_relu_forward"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->bias_forward(Mat{a.get(), 3, -4}, b.get());
+      },
+      ExitCode::kFailure, {"bias_forward"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->bias_grad(CMat{a.get(), 3, 4}, nullptr);
+      },
+      ExitCode::kFailure, {"bias_grad"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->u8_to_float(nullptr, Mat{a.get(), 3, 4}, false);
+      },
+      ExitCode::kFailure, {"u8_to_float"}));
 }
 
 // ---- softmax cross-entropy ---------------------------------------------------------------
@@ -316,9 +332,8 @@ TEST_P(CpuOps, SoftmaxXentCountsCorrectRows) {
 
 TEST_P(CpuOps, SoftmaxXentLargeLogitsStayFinite) {
   // exp(1e4) overflows float and double: only a max-subtracting softmax survives.
-  const std::vector<float> x{1e4f, -1e4f, 0.0f, 5e3f,  // row 0
-                             -1e4f, -1e4f, -1e4f, -1e4f + 1.0f,
-                             3e4f, 3e4f - 2.0f, -3e4f, 0.0f};
+  const std::vector<float> x{1e4f,  -1e4f, 0.0f,  5e3f,  // row 0
+                             -1e4f, -1e4f, -1e4f, -1e4f + 1.0f, 3e4f, 3e4f - 2.0f, -3e4f, 0.0f};
   const std::vector<uint8_t> labels{1, 3, 1};  // row 0: huge loss (2e4), row 2: ~2
   check_xent(*be, x, labels, 3, 4);
   DeviceVec<float> dx(*be, x), dd(*be, std::vector<float>(x.size()));
@@ -335,9 +350,8 @@ TEST_P(CpuOps, SoftmaxXentLargeLogitsStayFinite) {
 
 TEST_P(CpuOps, SoftmaxXentArgmaxTiesGoToFirstIndex) {
   // Row 0: all equal -> argmax 0. Row 1: max shared by 2 and 5 -> 2. Row 2: same, label 5.
-  const std::vector<float> x{0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f,
-                             -1.0f, 0.0f, 3.0f, 1.0f, 2.0f, 3.0f,
-                             -1.0f, 0.0f, 3.0f, 1.0f, 2.0f, 3.0f};
+  const std::vector<float> x{0.5f, 0.5f, 0.5f, 0.5f,  0.5f, 0.5f, -1.0f, 0.0f, 3.0f,
+                             1.0f, 2.0f, 3.0f, -1.0f, 0.0f, 3.0f, 1.0f,  2.0f, 3.0f};
   const auto correct_for = [&](std::vector<uint8_t> labels) {
     DeviceVec<float> dx(*be, x);
     DeviceVec<uint8_t> dl(*be, labels);
@@ -354,12 +368,21 @@ TEST_P(CpuOps, SoftmaxXentChecksItsArguments) {
   DeviceVec<float> x(*be, std::vector<float>(300));
   DeviceVec<uint8_t> l(*be, std::vector<uint8_t>(1));
   DeviceVec<double> m(*be, std::vector<double>(2));
-  EXPECT_TRUE(throws_error([&] { be->softmax_xent(CMat{x.get(), 1, 257}, l.get(), nullptr, m.get()); },
-                           ExitCode::kFailure, {"softmax_xent", "256"}));
-  EXPECT_TRUE(throws_error([&] { be->softmax_xent(CMat{x.get(), 1, 10}, nullptr, nullptr, m.get()); },
-                           ExitCode::kFailure, {"softmax_xent"}));
-  EXPECT_TRUE(throws_error([&] { be->softmax_xent(CMat{x.get(), 1, 10}, l.get(), nullptr, nullptr); },
-                           ExitCode::kFailure, {"softmax_xent"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->softmax_xent(CMat{x.get(), 1, 257}, l.get(), nullptr, m.get());
+      },
+      ExitCode::kFailure, {"softmax_xent", "256"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->softmax_xent(CMat{x.get(), 1, 10}, nullptr, nullptr, m.get());
+      },
+      ExitCode::kFailure, {"softmax_xent"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        be->softmax_xent(CMat{x.get(), 1, 10}, l.get(), nullptr, nullptr);
+      },
+      ExitCode::kFailure, {"softmax_xent"}));
 }
 
 }  // namespace

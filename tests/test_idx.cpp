@@ -47,8 +47,8 @@ TEST(Idx, ReadsGzipTransparently) {
 
 TEST(Idx, AcceptsEveryListedTypeWithItsSize) {
   // type -> element size: a reader that sized f64 as 4 bytes would call this truncated.
-  const std::vector<std::pair<uint8_t, std::size_t>> types{
-      {0x08, 1}, {0x09, 1}, {0x0B, 2}, {0x0C, 4}, {0x0D, 4}, {0x0E, 8}};
+  const std::vector<std::pair<uint8_t, std::size_t>> types{{0x08, 1}, {0x09, 1}, {0x0B, 2},
+                                                           {0x0C, 4}, {0x0D, 4}, {0x0E, 8}};
   for (auto [type, size] : types) {
     const auto payload = pattern_bytes(2 * 3 * size, type);
     const IdxArray a = parse_idx(idx_bytes(type, {2, 3}, payload), "mem");
@@ -107,8 +107,8 @@ TEST(Idx, ParseRejectsEveryMalformedCase) {
   for (const auto& bc : bad_cases()) {
     std::vector<std::string> words = bc.words;
     words.push_back("where/file.idx");
-    EXPECT_TRUE(throws_error([&] { parse_idx(bc.bytes, "where/file.idx"); }, ExitCode::kData,
-                             words))
+    EXPECT_TRUE(
+        throws_error([&] { parse_idx(bc.bytes, "where/file.idx"); }, ExitCode::kData, words))
         << bc.label;
   }
 }
@@ -219,8 +219,9 @@ TEST(LoadSplit, LoadsRawAndGzippedSplits) {
     EXPECT_EQ(te.images, test.images);
     EXPECT_EQ(te.labels, test.labels);
     EXPECT_NE(tr.images_path.find("train-images-idx3-ubyte"), std::string::npos);
-    EXPECT_EQ(tr.images_path.size() >= 3 && tr.images_path.substr(tr.images_path.size() - 3) == ".gz",
-              gz);
+    EXPECT_EQ(
+        tr.images_path.size() >= 3 && tr.images_path.substr(tr.images_path.size() - 3) == ".gz",
+        gz);
   }
 }
 
@@ -237,7 +238,9 @@ struct SplitDir {
   TempDir dir;
   std::string images = dir.file("train-images-idx3-ubyte");
   std::string labels = dir.file("train-labels-idx1-ubyte");
-  SplitDir() { testing::write_split(dir.path(), "train", testing::make_split(6, 28, 28, 21), 28, 28); }
+  SplitDir() {
+    testing::write_split(dir.path(), "train", testing::make_split(6, 28, 28, 21), 28, 28);
+  }
   Dataset load() const { return load_split(dir.path(), Split::kTrain); }
 };
 

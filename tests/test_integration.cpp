@@ -17,9 +17,9 @@
 namespace mlp {
 namespace {
 
-#define SKIP_WITHOUT_MNIST(dir)                                                             \
-  if (!testing::split_files_present(dir))                                                   \
-  GTEST_SKIP() << "real MNIST not found in " << (dir)                                       \
+#define SKIP_WITHOUT_MNIST(dir)                                                            \
+  if (!testing::split_files_present(dir))                                                  \
+  GTEST_SKIP() << "real MNIST not found in " << (dir)                                      \
                << " (run tools/fetch-data, or set MNIST_DIR to a directory with the four " \
                   "IDX files)"
 
@@ -77,9 +77,10 @@ TEST(RealMnist, OneEpochOfTheDefaultNetworkReaches96Percent) {
   ASSERT_TRUE(std::isfinite(s.loss)) << s.loss;
   EXPECT_TRUE(s.loss < 0.5) << "mean training loss " << s.loss;
   EXPECT_TRUE(s.test_accuracy >= 0.96) << "test accuracy " << s.test_accuracy;
-  std::printf("[ info     ] 1 epoch: loss %.4f, train %.2f%%, test %.2f%%, %.1f s, %.0f samples/s (%s)\n",
-              s.loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.seconds,
-              s.samples_per_sec, be->describe().c_str());
+  std::printf(
+      "[ info     ] 1 epoch: loss %.4f, train %.2f%%, test %.2f%%, %.1f s, %.0f samples/s (%s)\n",
+      s.loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.seconds, s.samples_per_sec,
+      be->describe().c_str());
 }
 
 }  // namespace

@@ -85,8 +85,8 @@ TEST(Training, SyntheticProblemReachesNearZeroLoss) {
   ASSERT_TRUE(std::isfinite(first.loss) && std::isfinite(last.loss));
   EXPECT_TRUE(first.loss > 0.5) << "the problem should not start solved: " << first.loss;
   EXPECT_TRUE(last.loss < 0.05) << "final training loss " << last.loss;
-  std::printf("[ info     ] synthetic: loss %.4f after epoch 1, %.5f after epoch %lld\n", first.loss,
-              last.loss, static_cast<long long>(last.epoch));
+  std::printf("[ info     ] synthetic: loss %.4f after epoch 1, %.5f after epoch %lld\n",
+              first.loss, last.loss, static_cast<long long>(last.epoch));
   EXPECT_TRUE(last.train_accuracy >= 0.99) << last.train_accuracy;
   EXPECT_TRUE(last.test_accuracy >= 0.99) << last.test_accuracy;
   EXPECT_TRUE(last.test_loss < 0.1) << last.test_loss;
@@ -101,7 +101,8 @@ TEST(Training, SyntheticProblemReachesNearZeroLoss) {
       if (t == p) diagonal += r.eval.confusion[t][p];
     }
   EXPECT_EQ(total, te.count);
-  EXPECT_TRUE(near(static_cast<double>(diagonal) / static_cast<double>(te.count), r.eval.accuracy, 1e-12));
+  EXPECT_TRUE(
+      near(static_cast<double>(diagonal) / static_cast<double>(te.count), r.eval.accuracy, 1e-12));
 }
 
 TEST(Training, SameSeedGivesIdenticalRuns) {
@@ -231,10 +232,12 @@ TEST(InitialParams, HeAndNormalHaveTheirDocumentedStatistics) {
     const double n = static_cast<double>(nw);
     const double want_he = std::sqrt(2.0 / static_cast<double>(lay.fan_in(l)));
     // sample std of n normals: relative standard error ~ 1/sqrt(2n); allow 5 of them
-    EXPECT_TRUE(near(stddev(he.data() + lay.weight_offset(l), nw), want_he, 0, 5 / std::sqrt(2 * n)))
+    EXPECT_TRUE(
+        near(stddev(he.data() + lay.weight_offset(l), nw), want_he, 0, 5 / std::sqrt(2 * n)))
         << "he layer " << l;
     EXPECT_TRUE(near(mean(he.data() + lay.weight_offset(l), nw), 0.0, 5 * want_he / std::sqrt(n)));
-    EXPECT_TRUE(near(stddev(normal.data() + lay.weight_offset(l), nw), 1.0, 0, 5 / std::sqrt(2 * n)))
+    EXPECT_TRUE(
+        near(stddev(normal.data() + lay.weight_offset(l), nw), 1.0, 0, 5 / std::sqrt(2 * n)))
         << "normal layer " << l;
     for (int64_t j = 0; j < lay.fan_out(l); ++j)
       EXPECT_EQ(he[lay.bias_offset(l) + j], 0.0f) << "he biases start at zero";
@@ -258,7 +261,8 @@ TEST(InitialParams, LayoutIsAlignedAndPaddingStaysZero) {
   const auto p = initial_params(lay, InitScheme::kNormal, 3);
   std::vector<bool> used(p.size(), false);
   for (int64_t l = 0; l < lay.layers(); ++l) {
-    for (int64_t i = 0; i < lay.fan_in(l) * lay.fan_out(l); ++i) used[lay.weight_offset(l) + i] = true;
+    for (int64_t i = 0; i < lay.fan_in(l) * lay.fan_out(l); ++i)
+      used[lay.weight_offset(l) + i] = true;
     for (int64_t j = 0; j < lay.fan_out(l); ++j) used[lay.bias_offset(l) + j] = true;
   }
   for (std::size_t i = 0; i < p.size(); ++i)

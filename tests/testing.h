@@ -58,7 +58,8 @@ class TempDir {
 
 inline void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
@@ -147,9 +148,8 @@ inline ::testing::AssertionResult near(double got, double want, double atol, dou
   const double err = std::abs(got - want);
   if (std::isfinite(got) && std::isfinite(want) && err <= atol + rtol * std::abs(want))
     return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "got " << got << ", want " << want << " (|err| " << err << " > " << atol << " + "
-         << rtol << "*|want|)";
+  return ::testing::AssertionFailure() << "got " << got << ", want " << want << " (|err| " << err
+                                       << " > " << atol << " + " << rtol << "*|want|)";
 }
 
 // Element-wise near() over two arrays; reports the first failing index.

@@ -55,9 +55,9 @@ class BatchStream {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<uint32_t> order_;
-  int64_t steps_ = 0;        // in the current epoch
-  int64_t produced_ = 0;     // batches the loader has staged this epoch
-  int64_t consumed_ = 0;     // batches acquired this epoch
+  int64_t steps_ = 0;     // in the current epoch
+  int64_t produced_ = 0;  // batches the loader has staged this epoch
+  int64_t consumed_ = 0;  // batches acquired this epoch
   bool stop_ = false;
   bool gathering_ = false;  // loader is reading order_ outside the lock
   std::thread loader_;

@@ -11,9 +11,9 @@ namespace mlp {
 
 // One IDX file, fully validated (see ../shared/DATA.md for the format).
 struct IdxArray {
-  uint8_t type = 0;             // 0x08 = u8, ... (only u8 is accepted by load_split)
-  std::vector<uint32_t> dims;   // e.g. {60000, 28, 28}
-  std::vector<uint8_t> data;    // raw payload, big-endian for multi-byte types
+  uint8_t type = 0;            // 0x08 = u8, ... (only u8 is accepted by load_split)
+  std::vector<uint32_t> dims;  // e.g. {60000, 28, 28}
+  std::vector<uint8_t> data;   // raw payload, big-endian for multi-byte types
 };
 
 // Reads a raw or gzip-compressed IDX file (gzip detected from its magic bytes).

@@ -11,13 +11,13 @@ namespace mlp {
 // Exit codes are part of the CLI contract (documented in README.md).
 enum class ExitCode : int {
   kOk = 0,
-  kFailure = 1,      // anything not listed below
-  kUsage = 2,        // bad flag or flag value
-  kData = 3,         // dataset missing or malformed
-  kCheckpoint = 4,   // checkpoint missing, corrupt or incompatible; failed save
-  kNonFinite = 5,    // loss became NaN/Inf; training stopped
-  kDevice = 6,       // CUDA requested but unavailable, or a CUDA/cuBLAS error
-  kInterrupted = 130 // SIGINT (128 + 2), after saving when saving is configured
+  kFailure = 1,       // anything not listed below
+  kUsage = 2,         // bad flag or flag value
+  kData = 3,          // dataset missing or malformed
+  kCheckpoint = 4,    // checkpoint missing, corrupt or incompatible; failed save
+  kNonFinite = 5,     // loss became NaN/Inf; training stopped
+  kDevice = 6,        // CUDA requested but unavailable, or a CUDA/cuBLAS error
+  kInterrupted = 130  // SIGINT (128 + 2), after saving when saving is configured
 };
 
 class Error : public std::runtime_error {

@@ -30,7 +30,7 @@ class ParamLayout {
   int64_t weight_offset(int64_t l) const { return w_off_[l]; }
   int64_t bias_offset(int64_t l) const { return b_off_[l]; }
   int64_t total_floats() const { return total_; }  // including alignment padding
-  int64_t parameter_count() const;                  // weights and biases only
+  int64_t parameter_count() const;                 // weights and biases only
   const std::vector<int64_t>& sizes() const { return sizes_; }
   int64_t max_width() const;  // widest layer output (activation-gradient scratch width)
 
@@ -61,7 +61,7 @@ class Model {
   int64_t classes() const { return layout_.sizes().back(); }
 
   void set_params(const std::vector<float>& host);  // also resets Adam state
-  ModelState state() const;                          // downloads (blocks)
+  ModelState state() const;                         // downloads (blocks)
   void set_state(const ModelState& s);
 
   // images: (batch, inputs) uint8 and labels: (batch) in backend memory.

@@ -26,14 +26,14 @@ struct TrainConfig {
   InitScheme init = InitScheme::kHe;
   uint64_t seed = 1;
   bool binarize = false;
-  bool use_graph = true;       // capture the step once and replay it
-  int64_t profile_steps = 0;   // >0: run this many steps inside profiler_start/stop, then stop
+  bool use_graph = true;      // capture the step once and replay it
+  int64_t profile_steps = 0;  // >0: run this many steps inside profiler_start/stop, then stop
 };
 
 struct EpochStats {
-  int64_t epoch = 0;  // 1-based, as printed
-  int64_t steps = 0;  // optimizer steps in this epoch
-  double loss = 0;    // mean training loss over the epoch's samples
+  int64_t epoch = 0;          // 1-based, as printed
+  int64_t steps = 0;          // optimizer steps in this epoch
+  double loss = 0;            // mean training loss over the epoch's samples
   double train_accuracy = 0;  // on the training batches as they were seen
   double test_loss = 0;
   double test_accuracy = 0;
@@ -121,7 +121,7 @@ class Trainer {
   std::unique_ptr<BatchStream> stream_;  // loader thread + pinned staging ring, for all epochs
   Buffer inputs_[2];  // device input slots, alternating so upload i+1 overlaps step i
   uint64_t slot_free_event_[2] = {0, 0};
-  Buffer metrics_;    // kMetricCount doubles on the backend
+  Buffer metrics_;  // kMetricCount doubles on the backend
   std::unique_ptr<Graph> graphs_[2];
   std::atomic<bool> stop_requested_{false};
   bool stopped_early_ = false;

@@ -40,19 +40,22 @@ std::string join_sizes(const std::vector<int64_t>& v) {
 int finish_interrupted(Reporter& report, CheckpointSaver& saver, const Trainer& trainer,
                        const CheckpointOptions& ckpt) {
   const TrainPosition& p = trainer.position();
-  const std::string where =
-      p.step == 0 ? fmt::format("after epoch {}", p.epoch)
-                  : fmt::format("in epoch {} at step {} of {}", p.epoch + 1, p.step,
-                                trainer.steps_per_epoch());
+  const std::string where = p.step == 0 ? fmt::format("after epoch {}", p.epoch)
+                                        : fmt::format("in epoch {} at step {} of {}", p.epoch + 1,
+                                                      p.step, trainer.steps_per_epoch());
   saver.save(p);
   report.event({{"event", "interrupted"}, {"epochs_done", p.epoch}, {"step_in_epoch", p.step}});
   std::fflush(stdout);
   if (saver.enabled())
-    fmt::print(stderr, "mnist-mlp: interrupted {}; checkpoint saved to {}; continue with "
-                       "--resume {}\n", where, ckpt.save, ckpt.save);
+    fmt::print(stderr,
+               "mnist-mlp: interrupted {}; checkpoint saved to {}; continue with "
+               "--resume {}\n",
+               where, ckpt.save, ckpt.save);
   else
-    fmt::print(stderr, "mnist-mlp: interrupted {}; nothing saved (pass --save FILE to keep "
-                       "progress)\n", where);
+    fmt::print(stderr,
+               "mnist-mlp: interrupted {}; nothing saved (pass --save FILE to keep "
+               "progress)\n",
+               where);
   return static_cast<int>(ExitCode::kInterrupted);
 }
 
@@ -87,36 +90,34 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   InterruptGuard::Attachment stop_on_interrupt(trainer);
   CheckpointSaver saver(report, o.ckpt, cfg, model, train, trainer);
 
-  const nlohmann::json fields = {
-      {"version", MLP_VERSION},
-      {"device", backend->kind() == BackendKind::kCuda ? "cuda" : "cpu"},
-      {"backend", backend->describe()},
-      {"data", cfg.data_dir},
-      {"train_samples", train.count},
-      {"test_samples", test.count},
-      {"layers", sizes},
-      {"parameters", model.layout().parameter_count()},
-      {"epochs", cfg.epochs},
-      {"batch_size", cfg.batch_size},
-      {"steps_per_epoch", trainer.steps_per_epoch()},
-      {"lr", cfg.adam.lr},
-      {"init", init_name(cfg.init)},
-      {"seed", cfg.seed},
-      {"binarize", cfg.binarize},
-      {"graph", cfg.use_graph}};
+  const nlohmann::json fields = {{"version", MLP_VERSION},
+                                 {"device", backend->kind() == BackendKind::kCuda ? "cuda" : "cpu"},
+                                 {"backend", backend->describe()},
+                                 {"data", cfg.data_dir},
+                                 {"train_samples", train.count},
+                                 {"test_samples", test.count},
+                                 {"layers", sizes},
+                                 {"parameters", model.layout().parameter_count()},
+                                 {"epochs", cfg.epochs},
+                                 {"batch_size", cfg.batch_size},
+                                 {"steps_per_epoch", trainer.steps_per_epoch()},
+                                 {"lr", cfg.adam.lr},
+                                 {"init", init_name(cfg.init)},
+                                 {"seed", cfg.seed},
+                                 {"binarize", cfg.binarize},
+                                 {"graph", cfg.use_graph}};
   report.header(
       fields,
-      fmt::format("mnist-mlp {} | {}\n"
-                  "data   {}: {} train, {} test ({})\n"
-                  "model  {} ({:L} parameters), init {}, Adam lr {:g}, batch {}, {} epochs, "
-                  "seed {}{}{}\n",
-                  MLP_VERSION, backend->describe(), cfg.data_dir, train.count, test.count,
-                  cfg.binarize ? "binarized pixels" : "pixels / 255", join_sizes(sizes),
-                  model.layout().parameter_count(), init_name(cfg.init), cfg.adam.lr,
-                  cfg.batch_size, cfg.epochs, cfg.seed,
-                  cfg.use_graph ? "" : ", no graph",
-                  cfg.profile_steps > 0 ? fmt::format(", profiling {} steps", cfg.profile_steps)
-                                        : ""));
+      fmt::format(
+          "mnist-mlp {} | {}\n"
+          "data   {}: {} train, {} test ({})\n"
+          "model  {} ({:L} parameters), init {}, Adam lr {:g}, batch {}, {} epochs, "
+          "seed {}{}{}\n",
+          MLP_VERSION, backend->describe(), cfg.data_dir, train.count, test.count,
+          cfg.binarize ? "binarized pixels" : "pixels / 255", join_sizes(sizes),
+          model.layout().parameter_count(), init_name(cfg.init), cfg.adam.lr, cfg.batch_size,
+          cfg.epochs, cfg.seed, cfg.use_graph ? "" : ", no graph",
+          cfg.profile_steps > 0 ? fmt::format(", profiling {} steps", cfg.profile_steps) : ""));
 
   if (resumed) {
     report.say(fmt::format("resumed from {}: {} epoch{} done, step {} of {} in the next",
@@ -134,7 +135,8 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   } catch (const Error& e) {
     if (e.code() != ExitCode::kNonFinite || !saver.enabled()) throw;
     throw Error(e.code(), fmt::format("{}; nothing was saved after the divergence, so {} keeps "
-                                      "its last good checkpoint (if any)", e.what(), o.ckpt.save));
+                                      "its last good checkpoint (if any)",
+                                      e.what(), o.ckpt.save));
   }
   if (interrupt.interrupted()) return finish_interrupted(report, saver, trainer, o.ckpt);
   double seconds = 0;
@@ -172,34 +174,47 @@ Command add_train_command(CLI::App& root) {
   app->add_option("--data", c.data_dir, "Directory with the four MNIST IDX files (raw or .gz)")
       ->capture_default_str();
   app->add_option("--epochs", c.epochs, "Passes over the training set")
-      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{100000}));
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}));
   app->add_option("--batch-size", c.batch_size, "Samples per optimizer step")
-      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{65536}));
-  app->add_option("--lr", c.adam.lr, "Adam learning rate")
-      ->capture_default_str()->check(kPositive);
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app->add_option("--lr", c.adam.lr, "Adam learning rate")->capture_default_str()->check(kPositive);
   app->add_option("--beta1", c.adam.beta1, "Adam first-moment decay")
-      ->capture_default_str()->check(CLI::Range(0.0f, 0.999999f));
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 0.999999f));
   app->add_option("--beta2", c.adam.beta2, "Adam second-moment decay")
-      ->capture_default_str()->check(CLI::Range(0.0f, 0.999999f));
-  app->add_option("--eps", c.adam.eps, "Adam epsilon")
-      ->capture_default_str()->check(kPositive);
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 0.999999f));
+  app->add_option("--eps", c.adam.eps, "Adam epsilon")->capture_default_str()->check(kPositive);
   app->add_option("--hidden", c.hidden, "Hidden layer sizes, comma-separated")
-      ->delimiter(',')->default_str("500,500,500")->check(CLI::Range(int64_t{1}, int64_t{65536}));
-  app->add_option("--init", o->init, "Weight init: he (N(0, 2/fan_in), zero bias) or normal "
-                                     "(N(0,1) weights and biases, the tutorial's)")
-      ->capture_default_str()->check(CLI::IsMember({"he", "normal"}));
+      ->delimiter(',')
+      ->default_str("500,500,500")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app->add_option("--init", o->init,
+                  "Weight init: he (N(0, 2/fan_in), zero bias) or normal "
+                  "(N(0,1) weights and biases, the tutorial's)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"he", "normal"}));
   app->add_option("--seed", c.seed, "Seed for init and shuffling")->capture_default_str();
   app->add_option("--device", o->device, "auto (CUDA if a device is usable), cpu or cuda")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app->add_option("--threads", o->threads, "CPU threads for BLAS and loops (0: all cores)")
-      ->capture_default_str()->check(CLI::Range(0, 1024));
-  app->add_flag("--binarize", c.binarize, "Threshold pixels at 128 to 0/1 instead of scaling by 1/255");
-  app->add_flag("--tf32", o->tf32, "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
-  app->add_flag("--no-graph", o->no_graph, "CUDA: issue each step's kernels eagerly instead of replaying a CUDA Graph");
-  app->add_option("--profile-steps", c.profile_steps,
-                  "Run N steps inside cudaProfilerStart/Stop (for nsys/ncu), then exit (default: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app->add_flag("--binarize", c.binarize,
+                "Threshold pixels at 128 to 0/1 instead of scaling by 1/255");
+  app->add_flag("--tf32", o->tf32,
+                "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
+  app->add_flag("--no-graph", o->no_graph,
+                "CUDA: issue each step's kernels eagerly instead of replaying a CUDA Graph");
+  app->add_option(
+         "--profile-steps", c.profile_steps,
+         "Run N steps inside cudaProfilerStart/Stop (for nsys/ncu), then exit (default: off)")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
-  app->add_option("--log-json", o->log_json, "Write JSON lines (start, epoch, summary) to FILE (default: none)");
+  app->add_option("--log-json", o->log_json,
+                  "Write JSON lines (start, epoch, summary) to FILE (default: none)");
   app->add_flag("-q,--quiet", o->quiet, "Print only the final result line and errors");
   add_checkpoint_options(app, o->ckpt);
   return {app, [o, app] { return run_train(*o, *app); }};

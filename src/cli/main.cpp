@@ -9,18 +9,16 @@
 #include "mlp/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"mnist-mlp: the TensorFlow tutorial's 784-500-500-500-10 MLP, trained with "
-               "cuBLAS + custom CUDA kernels or on the CPU with OpenBLAS",
-               "mnist-mlp"};
+  CLI::App app{
+      "mnist-mlp: the TensorFlow tutorial's 784-500-500-500-10 MLP, trained with "
+      "cuBLAS + custom CUDA kernels or on the CPU with OpenBLAS",
+      "mnist-mlp"};
   app.set_version_flag("--version", std::string("mnist-mlp ") + MLP_VERSION);
   app.require_subcommand(1);
   std::vector<mlp::cli::Command> commands{
-      mlp::cli::add_train_command(app),
-      mlp::cli::add_info_command(app),
-      mlp::cli::add_eval_command(app),
-      mlp::cli::add_predict_command(app),
-      mlp::cli::add_export_command(app),
-      mlp::cli::add_bench_command(app),
+      mlp::cli::add_train_command(app),  mlp::cli::add_info_command(app),
+      mlp::cli::add_eval_command(app),   mlp::cli::add_predict_command(app),
+      mlp::cli::add_export_command(app), mlp::cli::add_bench_command(app),
   };
   try {
     app.parse(argc, argv);

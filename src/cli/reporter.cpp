@@ -16,9 +16,8 @@ Reporter::Reporter(bool quiet, const std::string& json_path)
   if (!json_path.empty()) {
     json_ = std::fopen(json_path.c_str(), "w");
     if (!json_)
-      throw Error(ExitCode::kUsage,
-                  fmt::format("--log-json {}: cannot open for writing: {}", json_path,
-                              std::strerror(errno)));
+      throw Error(ExitCode::kUsage, fmt::format("--log-json {}: cannot open for writing: {}",
+                                                json_path, std::strerror(errno)));
   }
 }
 
@@ -30,8 +29,8 @@ void Reporter::event(nlohmann::json j) {
   if (!json_) return;
   const std::string line = j.dump() + "\n";
   if (std::fputs(line.c_str(), json_) < 0 || std::fflush(json_) != 0)
-    throw Error(ExitCode::kFailure, fmt::format("--log-json {}: write failed: {}", json_path_,
-                                                std::strerror(errno)));
+    throw Error(ExitCode::kFailure,
+                fmt::format("--log-json {}: write failed: {}", json_path_, std::strerror(errno)));
 }
 
 void Reporter::say(const std::string& line) {
@@ -82,7 +81,8 @@ void Reporter::on_step(int64_t step, int64_t steps) {
 }
 
 bool Reporter::on_epoch_end(const EpochStats& s) {
-  say(fmt::format("epoch {:>3}/{}  loss {:.4f}  train {:6.2f}%  test {:6.2f}%  {:7.2f} s  "
+  say(
+      fmt::format("epoch {:>3}/{}  loss {:.4f}  train {:6.2f}%  test {:6.2f}%  {:7.2f} s  "
                   "{:>8.0f} samples/s",
                   s.epoch, epochs_total_, s.loss, 100 * s.train_accuracy, 100 * s.test_accuracy,
                   s.seconds, s.samples_per_sec));

@@ -6,9 +6,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "mlp/trainer.h"
 
@@ -27,7 +26,7 @@ class Reporter final : public TrainListener {
   void on_step(int64_t step, int64_t steps) override;
   bool on_epoch_end(const EpochStats& s) override;
   void summary(const EpochStats* last, double train_seconds, int64_t epochs_run);
-  void event(nlohmann::json j);  // any other JSON line (checkpoint saved, ...)
+  void event(nlohmann::json j);       // any other JSON line (checkpoint saved, ...)
   void say(const std::string& line);  // a human line unless --quiet
 
  private:

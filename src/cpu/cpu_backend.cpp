@@ -94,9 +94,7 @@ class CpuBackend final : public Backend {
     cpu::bias_relu_forward(pool_, z, bias);
   }
   void bias_forward_impl(Mat z, const float* bias) override { cpu::bias_forward(z, bias); }
-  void relu_backward_impl(Mat grad, CMat act) override {
-    cpu::relu_backward(pool_, grad, act);
-  }
+  void relu_backward_impl(Mat grad, CMat act) override { cpu::relu_backward(pool_, grad, act); }
   void bias_grad_impl(CMat grad, float* db) override { cpu::bias_grad(grad, db); }
   void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
                          double* metrics) override {

@@ -16,7 +16,8 @@ namespace {
 void gemm_block(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c, int64_t r0,
                 int64_t r1, int64_t c0, int64_t c1) {
   const int64_t k = ta == Trans::kNo ? a.cols : a.rows;
-  // Row r of op(a) starts at a + r*lda untransposed, at a + r transposed; likewise columns of op(b).
+  // Row r of op(a) starts at a + r*lda untransposed, at a + r transposed; likewise columns of
+  // op(b).
   const float* ab = a.data + (ta == Trans::kNo ? r0 * a.cols : r0);
   const float* bb = b.data + (tb == Trans::kNo ? c0 : c0 * b.cols);
   cblas_sgemm(CblasRowMajor, ta == Trans::kNo ? CblasNoTrans : CblasTrans,

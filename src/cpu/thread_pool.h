@@ -36,7 +36,8 @@ class ThreadPool {
       for (int t = 0; t < tasks; ++t) fn(t);
       return;
     }
-    run_erased(tasks, [](const void* f, int t) { (*static_cast<const F*>(f))(t); }, &fn);
+    run_erased(
+        tasks, [](const void* f, int t) { (*static_cast<const F*>(f))(t); }, &fn);
   }
 
   // Splits [0, n) into at most size() contiguous chunks of at least min_chunk

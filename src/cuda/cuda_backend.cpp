@@ -88,11 +88,11 @@ class CudaBackend final : public Backend {
       (void)cudaGetLastError();
       std::size_t free_bytes = 0, total_bytes = 0;
       (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-      throw Error(ExitCode::kDevice,
-                  fmt::format("out of GPU memory on device {}: cudaMalloc needed {} bytes "
-                              "({:.1f} MiB) but only {} bytes ({:.1f} MiB) of {:.1f} MiB are free",
-                              device_, bytes, mib(bytes), free_bytes, mib(free_bytes),
-                              mib(total_bytes)));
+      throw Error(
+          ExitCode::kDevice,
+          fmt::format("out of GPU memory on device {}: cudaMalloc needed {} bytes "
+                      "({:.1f} MiB) but only {} bytes ({:.1f} MiB) of {:.1f} MiB are free",
+                      device_, bytes, mib(bytes), free_bytes, mib(free_bytes), mib(total_bytes)));
     }
     if (e != cudaSuccess) cuda::throw_cuda_error(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
     try {
@@ -289,11 +289,11 @@ class CudaBackend final : public Backend {
 
     int cublas_version = 0;
     MLP_CUBLAS_CHECK(cublasGetVersion(cublas_, &cublas_version));
-    describe_ = fmt::format(
-        "cuda: {} (device {}, sm_{}{}, {} SMs, {:.1f} GiB), cuBLAS {}.{}.{}, {} GEMM", prop.name,
-        device_, prop.major, prop.minor, prop.multiProcessorCount,
-        static_cast<double>(prop.totalGlobalMem) / (1 << 30), cublas_version / 10000,
-        cublas_version / 100 % 100, cublas_version % 100, tf32_ ? "TF32" : "FP32");
+    describe_ =
+        fmt::format("cuda: {} (device {}, sm_{}{}, {} SMs, {:.1f} GiB), cuBLAS {}.{}.{}, {} GEMM",
+                    prop.name, device_, prop.major, prop.minor, prop.multiProcessorCount,
+                    static_cast<double>(prop.totalGlobalMem) / (1 << 30), cublas_version / 10000,
+                    cublas_version / 100 % 100, cublas_version % 100, tf32_ ? "TF32" : "FP32");
   }
 
   // One small SGEMM outside any capture: a library's first call may set up

@@ -36,9 +36,9 @@ inline const char* project_path(const char* file) {
 [[noreturn]] inline void throw_cublas_error(cublasStatus_t s, const char* stmt, const char* file,
                                             int line) {
   throw Error(ExitCode::kDevice, std::string("cuBLAS error at ") + project_path(file) + ":" +
-                                     std::to_string(line) + ": " + stmt + " failed: " +
-                                     cublasGetStatusString(s) + " (" + cublasGetStatusName(s) +
-                                     ")");
+                                     std::to_string(line) + ": " + stmt +
+                                     " failed: " + cublasGetStatusString(s) + " (" +
+                                     cublasGetStatusName(s) + ")");
 }
 
 }  // namespace mlp::cuda
@@ -50,19 +50,19 @@ inline const char* project_path(const char* file) {
       ::mlp::cuda::throw_cuda_error(mlp_cuda_err_, #stmt, __FILE__, __LINE__); \
   } while (0)
 
-#define MLP_CUBLAS_CHECK(stmt)                                                          \
-  do {                                                                                  \
-    const cublasStatus_t mlp_cublas_st_ = (stmt);                                       \
-    if (mlp_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                        \
-      ::mlp::cuda::throw_cublas_error(mlp_cublas_st_, #stmt, __FILE__, __LINE__);       \
+#define MLP_CUBLAS_CHECK(stmt)                                                    \
+  do {                                                                            \
+    const cublasStatus_t mlp_cublas_st_ = (stmt);                                 \
+    if (mlp_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                  \
+      ::mlp::cuda::throw_cublas_error(mlp_cublas_st_, #stmt, __FILE__, __LINE__); \
   } while (0)
 
 // After every kernel launch: catches bad launch configurations and missing
 // kernel images at the launch site. Faults inside a kernel surface at the next
 // synchronising call (download, synchronize), which is checked the same way.
-#define MLP_CUDA_CHECK_LAUNCH(kernel_name)                                                    \
-  do {                                                                                        \
-    const cudaError_t mlp_cuda_err_ = cudaGetLastError();                                     \
-    if (mlp_cuda_err_ != cudaSuccess)                                                         \
+#define MLP_CUDA_CHECK_LAUNCH(kernel_name)                                                        \
+  do {                                                                                            \
+    const cudaError_t mlp_cuda_err_ = cudaGetLastError();                                         \
+    if (mlp_cuda_err_ != cudaSuccess)                                                             \
       ::mlp::cuda::throw_cuda_error(mlp_cuda_err_, "launch of " kernel_name, __FILE__, __LINE__); \
   } while (0)

@@ -4,6 +4,8 @@
 // throws: every failure becomes text. The driver is looked for with dlopen
 // first, so a machine without one gets "no NVIDIA driver" rather than cudart's
 // misleading "driver version is insufficient".
+#include "cuda/cuda_info.h"
+
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
@@ -13,7 +15,6 @@
 #include <fstream>
 #include <regex>
 
-#include "cuda/cuda_info.h"
 #include "kernels/probe.cuh"
 #include "mlp/backend.h"
 
@@ -87,12 +88,12 @@ std::string compute_unavailable_reason() {
     (void)cudaDriverGetVersion(&driver);
     (void)cudaRuntimeGetVersion(&runtime);
     if (e == cudaErrorInsufficientDriver)
-      return fmt::format("the NVIDIA driver supports CUDA {} but this binary was built with "
-                         "CUDA {}; update the driver",
-                         cuda_version(driver), cuda_version(runtime));
+      return fmt::format(
+          "the NVIDIA driver supports CUDA {} but this binary was built with "
+          "CUDA {}; update the driver",
+          cuda_version(driver), cuda_version(runtime));
     if (e == cudaErrorNoDevice) return "the NVIDIA driver is loaded but found no CUDA device";
-    return fmt::format("CUDA could not start: {} ({})", cudaGetErrorString(e),
-                       cudaGetErrorName(e));
+    return fmt::format("CUDA could not start: {} ({})", cudaGetErrorString(e), cudaGetErrorName(e));
   }
   if (count == 0) return "the NVIDIA driver is loaded but found no CUDA device";
   return cuda::device_problem(0);
@@ -115,11 +116,11 @@ std::string device_problem(int device) {
   if (e == cudaSuccess) return "";
   if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction ||
       e == cudaErrorUnsupportedPtxVersion)
-    return fmt::format("CUDA device {} ({}, compute capability {}.{}) cannot run this build's "
-                       "kernels (compiled for CUDA architectures {}); rebuild with "
-                       "-DCMAKE_CUDA_ARCHITECTURES={}{}",
-                       device, prop.name, prop.major, prop.minor, MLP_CUDA_ARCHITECTURES,
-                       prop.major, prop.minor);
+    return fmt::format(
+        "CUDA device {} ({}, compute capability {}.{}) cannot run this build's "
+        "kernels (compiled for CUDA architectures {}); rebuild with "
+        "-DCMAKE_CUDA_ARCHITECTURES={}{}",
+        device, prop.name, prop.major, prop.minor, MLP_CUDA_ARCHITECTURES, prop.major, prop.minor);
   return fmt::format("CUDA device {} is not usable: {} ({})", device, cudaGetErrorString(e),
                      cudaGetErrorName(e));
 }
@@ -139,9 +140,10 @@ std::string cuda_report() {
   int runtime = 0, driver = 0;
   (void)cudaRuntimeGetVersion(&runtime);
   std::string r = "CUDA backend: compiled in\n";
-  r += fmt::format("  built with   CUDA runtime {} (linked statically); kernels for CUDA "
-                   "architectures {}\n",
-                   cuda_version(runtime), MLP_CUDA_ARCHITECTURES);
+  r += fmt::format(
+      "  built with   CUDA runtime {} (linked statically); kernels for CUDA "
+      "architectures {}\n",
+      cuda_version(runtime), MLP_CUDA_ARCHITECTURES);
   r += fmt::format("  cuBLAS       {}\n", cublas_version());
   r += fmt::format("  cuDNN        {}\n", cudnn_version());
   const std::string reason = cuda_unavailable_reason();
@@ -179,10 +181,11 @@ std::string cuda_report() {
     if (image == cudaSuccess) image = kernels::probe_kernel_image(&binary, &ptx);
     (void)cudaSetDevice(previous);
     (void)cudaGetLastError();
-    r += fmt::format("  device {}     {}: compute capability {}.{}, {} SMs, {:.1f} GiB memory "
-                     "({:.1f} GiB free), {:.0f} MiB L2\n",
-                     d, p.name, p.major, p.minor, p.multiProcessorCount, gib(p.totalGlobalMem),
-                     gib(free_bytes), static_cast<double>(p.l2CacheSize) / (1 << 20));
+    r += fmt::format(
+        "  device {}     {}: compute capability {}.{}, {} SMs, {:.1f} GiB memory "
+        "({:.1f} GiB free), {:.0f} MiB L2\n",
+        d, p.name, p.major, p.minor, p.multiProcessorCount, gib(p.totalGlobalMem), gib(free_bytes),
+        static_cast<double>(p.l2CacheSize) / (1 << 20));
     const std::string problem = image == cudaSuccess ? "" : cuda::device_problem(d);
     r += problem.empty()
              ? fmt::format("               runs this build's sm_{} code (from compute_{})\n",

@@ -8,7 +8,7 @@
 
 namespace mlp::cuda {
 
-inline void free_device(void* p) noexcept { (void)cudaFree(p); }    // cudaMalloc'd
+inline void free_device(void* p) noexcept { (void)cudaFree(p); }      // cudaMalloc'd
 inline void free_pinned(void* p) noexcept { (void)cudaFreeHost(p); }  // cudaHostAlloc'd
 
 }  // namespace mlp::cuda

@@ -44,14 +44,14 @@ TEST(CudaAvailability, ReasonReportAndFactoryAgree) {
 }
 
 TEST(CudaErrors, MacrosNameStatementFileLineAndMessage) {
-  EXPECT_TRUE(throws_error([] { MLP_CUDA_CHECK(cudaErrorMemoryAllocation); }, ExitCode::kDevice,
-                           {"CUDA error at tests/cuda/test_cuda_backend.cpp:",
-                            "cudaErrorMemoryAllocation failed: out of memory",
-                            "(cudaErrorMemoryAllocation)"}));
-  EXPECT_TRUE(throws_error([] { MLP_CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE); },
-                           ExitCode::kDevice,
-                           {"cuBLAS error at tests/cuda/test_cuda_backend.cpp:",
-                            "CUBLAS_STATUS_INVALID_VALUE failed", "(CUBLAS_STATUS_INVALID_VALUE)"}));
+  EXPECT_TRUE(throws_error(
+      [] { MLP_CUDA_CHECK(cudaErrorMemoryAllocation); }, ExitCode::kDevice,
+      {"CUDA error at tests/cuda/test_cuda_backend.cpp:",
+       "cudaErrorMemoryAllocation failed: out of memory", "(cudaErrorMemoryAllocation)"}));
+  EXPECT_TRUE(throws_error(
+      [] { MLP_CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE); }, ExitCode::kDevice,
+      {"cuBLAS error at tests/cuda/test_cuda_backend.cpp:", "CUBLAS_STATUS_INVALID_VALUE failed",
+       "(CUBLAS_STATUS_INVALID_VALUE)"}));
   EXPECT_NO_THROW(MLP_CUDA_CHECK(cudaSuccess));
 }
 
@@ -64,9 +64,9 @@ TEST_F(CudaTest, AllocIsZeroFilled) {
 
 TEST_F(CudaTest, OutOfMemorySaysNeededAndFree) {
   const std::size_t huge = std::size_t{1} << 52;  // 4 PiB
-  EXPECT_TRUE(throws_error([&] { gpu().alloc(huge); }, ExitCode::kDevice,
-                           {"out of GPU memory", "needed " + std::to_string(huge) + " bytes",
-                            "are free"}));
+  EXPECT_TRUE(
+      throws_error([&] { gpu().alloc(huge); }, ExitCode::kDevice,
+                   {"out of GPU memory", "needed " + std::to_string(huge) + " bytes", "are free"}));
   Buffer ok = gpu().alloc(1024);  // the backend still works afterwards
   EXPECT_TRUE(ok);
 }

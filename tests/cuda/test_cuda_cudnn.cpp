@@ -79,9 +79,9 @@ Cudnn& cudnn() {
   return loaded;
 }
 
-#define CUDNN_OK(stmt)                                                              \
-  do {                                                                              \
-    const cudnnStatus_t st_ = (stmt);                                               \
+#define CUDNN_OK(stmt)                                                                  \
+  do {                                                                                  \
+    const cudnnStatus_t st_ = (stmt);                                                   \
     ASSERT_EQ(st_, CUDNN_STATUS_SUCCESS) << #stmt << ": " << cudnn().error_string(st_); \
   } while (0)
 
@@ -131,11 +131,10 @@ TEST_F(CudnnTest, SoftmaxMatchesCudnn) {
     const float one = 1.0f, zero = 0.0f;
     gpu().synchronize();
     CUDNN_OK(cudnn().softmax_forward(cudnn().handle, CUDNN_SOFTMAX_ACCURATE,
-                                     CUDNN_SOFTMAX_MODE_INSTANCE, &one, desc, dx.get(), &zero,
-                                     desc, dsoft.get()));
-    CUDNN_OK(cudnn().softmax_forward(cudnn().handle, CUDNN_SOFTMAX_LOG,
-                                     CUDNN_SOFTMAX_MODE_INSTANCE, &one, desc, dx.get(), &zero,
-                                     desc, dlog.get()));
+                                     CUDNN_SOFTMAX_MODE_INSTANCE, &one, desc, dx.get(), &zero, desc,
+                                     dsoft.get()));
+    CUDNN_OK(cudnn().softmax_forward(cudnn().handle, CUDNN_SOFTMAX_LOG, CUDNN_SOFTMAX_MODE_INSTANCE,
+                                     &one, desc, dx.get(), &zero, desc, dlog.get()));
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     gpu().softmax_xent({dx.get(), s.rows, s.cols}, dlab.get(), dd.get(), dm.get());
 
@@ -145,8 +144,8 @@ TEST_F(CudnnTest, SoftmaxMatchesCudnn) {
     for (int64_t r = 0; r < s.rows; ++r) {
       want_loss -= logp[r * s.cols + labels[r]];
       for (int64_t c = 0; c < s.cols; ++c)
-        ours[r * s.cols + c] = d[r * s.cols + c] * static_cast<float>(s.rows) +
-                               (c == labels[r] ? 1.0f : 0.0f);
+        ours[r * s.cols + c] =
+            d[r * s.cols + c] * static_cast<float>(s.rows) + (c == labels[r] ? 1.0f : 0.0f);
     }
     EXPECT_TRUE(all_close(ours, want, 2e-6, 1e-5)) << s.rows << "x" << s.cols;
     EXPECT_TRUE(testing::near(dm.download()[kMetricLossSum], want_loss,
@@ -199,8 +198,7 @@ TEST_F(CudnnTest, ReluBackwardMatchesCudnn) {
                                          ddy.get(), desc, dyv.get(), &zero, desc, dref.get()));
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     gpu().relu_backward({dours.get(), s.rows, s.cols}, {dyv.get(), s.rows, s.cols});
-    EXPECT_TRUE(all_close(dours.download(), dref.download(), 0.0, 0.0))
-        << s.rows << "x" << s.cols;
+    EXPECT_TRUE(all_close(dours.download(), dref.download(), 0.0, 0.0)) << s.rows << "x" << s.cols;
   }
   cudnn().destroy_activation(act);
 }

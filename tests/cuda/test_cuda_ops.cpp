@@ -34,7 +34,7 @@ struct Shape {
 };
 // Odd shapes first (partial blocks, partial warps, a single element, several
 // blocks), then the network's activation shapes at batch 100.
-const std::vector<Shape> kShapes = {{7, 13},   {10, 5},   {1, 1},    {333, 777},
+const std::vector<Shape> kShapes = {{7, 13},    {10, 5},    {1, 1},    {333, 777},
                                     {100, 784}, {100, 500}, {100, 10}, {1000, 10}};
 
 std::vector<uint8_t> random_bytes(std::size_t n, uint64_t seed, uint32_t bound = 256) {
@@ -100,10 +100,9 @@ std::string gemm_case_name(const ::testing::TestParamInfo<CudaGemm::ParamType>& 
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaGemm,
-    ::testing::Combine(::testing::Values(GemmCase{7, 13, 5}, GemmCase{10, 5, 3},
-                                         GemmCase{1, 1, 1}, GemmCase{100, 784, 500},
-                                         GemmCase{100, 500, 500}, GemmCase{100, 500, 10},
-                                         GemmCase{784, 100, 500}),
+    ::testing::Combine(::testing::Values(GemmCase{7, 13, 5}, GemmCase{10, 5, 3}, GemmCase{1, 1, 1},
+                                         GemmCase{100, 784, 500}, GemmCase{100, 500, 500},
+                                         GemmCase{100, 500, 10}, GemmCase{784, 100, 500}),
                        ::testing::Values(0, 1), ::testing::Values(0, 1)),
     gemm_case_name);
 
@@ -130,7 +129,9 @@ TEST_F(CudaTest, BiasReluForwardIsExact) {
     const auto bias = random_floats(static_cast<std::size_t>(s.cols), 12);
     const auto run = [&](Backend& be) {
       DeviceVec<float> dbias(be, bias);
-      return on<float>(be, z, [&](float* p) { be.bias_relu_forward({p, s.rows, s.cols}, dbias.get()); });
+      return on<float>(be, z, [&](float* p) {
+        be.bias_relu_forward({p, s.rows, s.cols}, dbias.get());
+      });
     };
     EXPECT_TRUE(all_close(run(gpu()), run(cpu()), 0.0, 0.0)) << shape_name(s);
   }
@@ -171,13 +172,15 @@ TEST_F(CudaTest, BiasGradMatchesCpuWithinRoundingBound) {
     const auto run = [&](Backend& be) {
       DeviceVec<float> dg(be, grad);
       return on<float>(be, std::vector<float>(static_cast<std::size_t>(s.cols), 123.0f),
-                       [&](float* db) { be.bias_grad({dg.get(), s.rows, s.cols}, db); });
+                       [&](float* db) {
+                         be.bias_grad({dg.get(), s.rows, s.cols}, db);
+                       });
     };
     std::vector<double> atol(static_cast<std::size_t>(s.cols), 0.0);
     for (int64_t r = 0; r < s.rows; ++r)
       for (int64_t c = 0; c < s.cols; ++c)
-        atol[c] += 2.0 * static_cast<double>(s.rows) * kUnitRoundoff *
-                   std::abs(grad[r * s.cols + c]);
+        atol[c] +=
+            2.0 * static_cast<double>(s.rows) * kUnitRoundoff * std::abs(grad[r * s.cols + c]);
     EXPECT_TRUE(all_close(run(gpu()), run(cpu()), atol, 0.0)) << shape_name(s);
   }
 }
@@ -189,8 +192,8 @@ TEST_F(CudaTest, BiasGradMatchesCpuWithinRoundingBound) {
 // identical logits and take the FIRST maximum.
 struct XentCase {
   int64_t rows, cols;
-  double scale;   // logit scale: 50 checks the max subtraction
-  bool ties;      // integer logits in a small range, so rows have tied maxima
+  double scale;  // logit scale: 50 checks the max subtraction
+  bool ties;     // integer logits in a small range, so rows have tied maxima
 };
 
 void check_softmax_xent(Backend& gpu, Backend& cpu, const XentCase& xc, bool with_dlogits) {
@@ -198,8 +201,8 @@ void check_softmax_xent(Backend& gpu, Backend& cpu, const XentCase& xc, bool wit
   auto logits = random_floats(n, 21, xc.scale);
   if (xc.ties)
     for (auto& x : logits) x = std::round(x);  // values in {-3..3}: many tied maxima
-  const auto labels = random_bytes(static_cast<std::size_t>(xc.rows), 22,
-                                   static_cast<uint32_t>(xc.cols));
+  const auto labels =
+      random_bytes(static_cast<std::size_t>(xc.rows), 22, static_cast<uint32_t>(xc.cols));
   // Returns dlogits and the metrics; metrics start non-zero: the op must ADD.
   const auto run = [&](Backend& be) {
     DeviceVec<float> dl(be, logits), dd(be, std::vector<float>(n, 7.0f));
@@ -226,7 +229,7 @@ void check_softmax_xent(Backend& gpu, Backend& cpu, const XentCase& xc, bool wit
 
 TEST_F(CudaTest, SoftmaxXentMatchesCpu) {
   const std::vector<XentCase> cases = {
-      {7, 13, 3, false},   {10, 5, 3, false},   {1, 1, 3, false},    {5, 37, 3, false},
+      {7, 13, 3, false},   {10, 5, 3, false},   {1, 1, 3, false},     {5, 37, 3, false},
       {33, 256, 3, false}, {100, 10, 3, false}, {1000, 10, 3, false}, {100, 10, 50, false},
       {100, 10, 1, true},  {7, 13, 1, true}};
   for (const XentCase& xc : cases)
@@ -260,7 +263,8 @@ TEST_F(CudaTest, AdamMatchesCpu) {
         return Out{dp.download(), dm.download(), dv.download(), dstep.download()[0]};
       };
       const Out want = run(cpu()), got = run(gpu());
-      const std::string what = "n " + std::to_string(n) + " from step " + std::to_string(first_step);
+      const std::string what =
+          "n " + std::to_string(n) + " from step " + std::to_string(first_step);
       EXPECT_EQ(want.step, first_step + 3) << what;
       EXPECT_EQ(got.step, first_step + 3) << what;
       EXPECT_TRUE(all_close(got.p, want.p, 1e-9, 1e-6)) << what << " params";

@@ -142,9 +142,9 @@ TEST_F(CudaTest, OneStepMatchesCpuLossGradientsAndUpdate) {
       std::vector<double> ptol(static_cast<std::size_t>(n));
       for (std::size_t i = 0; i < ptol.size(); ++i) {
         const double gtol = gtol_abs + grtol * std::abs(gc[i]);
-        ptol[i] = std::max(std::abs(u(gc[i] + gtol) - u(gc[i])),
-                           std::abs(u(gc[i] - gtol) - u(gc[i]))) +
-                  1e-9;
+        ptol[i] =
+            std::max(std::abs(u(gc[i] + gtol) - u(gc[i])), std::abs(u(gc[i] - gtol) - u(gc[i]))) +
+            1e-9;
       }
       EXPECT_TRUE(all_close(slice(g.params), slice(c.params), ptol, 1e-6))
           << "updated parameters " << what;
@@ -172,7 +172,8 @@ TEST_F(CudaTest, TwentyStepsMatchCpuLosses) {
     for (uint64_t s = 0; s < 20; ++s) batches.push_back(synthetic_batch(100 + s, kBatch));
   }
   auto cpu_be = make_cpu_backend({});
-  Model mc(*cpu_be, kSizes, kBatch, AdamHyper{}, false), mg(gpu(), kSizes, kBatch, AdamHyper{}, false);
+  Model mc(*cpu_be, kSizes, kBatch, AdamHyper{}, false),
+      mg(gpu(), kSizes, kBatch, AdamHyper{}, false);
   const auto init = initial_params(mc.layout(), InitScheme::kHe, 7);
   mc.set_params(init);
   mg.set_params(init);
@@ -195,11 +196,11 @@ TEST_F(CudaTest, TwentyStepsMatchCpuLosses) {
   EXPECT_EQ(mg.state().step, 20);
 }
 
-// ---- graph replay == eager ------------------------------------------------------------------------
-// Bitwise. A graph changes how the launches are submitted, not what runs: the
-// same kernels with the same launch configurations and the same cuBLAS calls
-// (user workspace, atomics off) in the same stream order, and no kernel uses
-// atomics, so every result is a deterministic function of its inputs.
+// ---- graph replay == eager
+// ------------------------------------------------------------------------ Bitwise. A graph changes
+// how the launches are submitted, not what runs: the same kernels with the same launch
+// configurations and the same cuBLAS calls (user workspace, atomics off) in the same stream order,
+// and no kernel uses atomics, so every result is a deterministic function of its inputs.
 TEST_F(CudaTest, GraphReplayEqualsEagerBitwise) {
   const AdamHyper hyper;
   Model eager(gpu(), kSizes, kBatch, hyper, false), graphed(gpu(), kSizes, kBatch, hyper, false);
@@ -278,7 +279,8 @@ TEST_F(CudaTest, TrainerWithGraphsEqualsEagerBitwise) {
   EXPECT_TRUE(state[0].params == state[1].params) << "final parameters differ";
 }
 
-// ---- real MNIST -----------------------------------------------------------------------------------
+// ---- real MNIST
+// -----------------------------------------------------------------------------------
 TEST_F(CudaTest, OneEpochOnMnistReaches96Percent) {
   const std::string dir = testing::mnist_dir();
   if (!testing::split_files_present(dir))
@@ -293,8 +295,9 @@ TEST_F(CudaTest, OneEpochOnMnistReaches96Percent) {
   TrainListener quiet;
   const auto stats = trainer.run(quiet);
   ASSERT_EQ(stats.size(), 1u);
-  std::printf("[ info ] 1 epoch on the GPU: loss %.4f, test accuracy %.4f, %.3f s (%.0f samples/s)\n",
-              stats[0].loss, stats[0].test_accuracy, stats[0].seconds, stats[0].samples_per_sec);
+  std::printf(
+      "[ info ] 1 epoch on the GPU: loss %.4f, test accuracy %.4f, %.3f s (%.0f samples/s)\n",
+      stats[0].loss, stats[0].test_accuracy, stats[0].seconds, stats[0].samples_per_sec);
   EXPECT_GE(stats[0].test_accuracy, 0.96);
 }
 
