@@ -7,13 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "image_writers.h"
 #include "mlp/checkpoint.h"
 #include "mlp/image_io.h"
 #include "mlp/rng.h"
 
 namespace {
 
-void write(const std::string& path, const std::vector<uint8_t>& b) {
+void save_seed(const std::string& path, const std::vector<uint8_t>& b) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f || std::fwrite(b.data(), 1, b.size(), f) != b.size() || std::fclose(f) != 0) {
     std::perror(path.c_str());
@@ -68,27 +69,28 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   for (const char* sub : {"", "/idx", "/checkpoint", "/image"}) ::mkdir((dir + sub).c_str(), 0755);
 
-  write(dir + "/idx/images", idx(0x08, {3, 4, 4}, 48));
-  write(dir + "/idx/labels", idx(0x08, {5}, 5));
-  write(dir + "/idx/int16", idx(0x0B, {2, 3}, 12));
-  write(dir + "/idx/double", idx(0x0E, {2}, 16));
-  write(dir + "/idx/truncated", idx(0x08, {3, 4, 4}, 40));
-  write(dir + "/idx/gzip-magic", {0x1f, 0x8b, 8, 0, 0, 0});
+  save_seed(dir + "/idx/images", idx(0x08, {3, 4, 4}, 48));
+  save_seed(dir + "/idx/labels", idx(0x08, {5}, 5));
+  save_seed(dir + "/idx/int16", idx(0x0B, {2, 3}, 12));
+  save_seed(dir + "/idx/double", idx(0x0E, {2}, 16));
+  save_seed(dir + "/idx/truncated", idx(0x08, {3, 4, 4}, 40));
+  save_seed(dir + "/idx/gzip-magic", {0x1f, 0x8b, 8, 0, 0, 0});
 
-  write(dir + "/checkpoint/boundary", mlp::serialize_checkpoint(checkpoint({4, 3, 10}, 2, 2, 3)));
-  write(dir + "/checkpoint/mid-epoch",
-        mlp::serialize_checkpoint(checkpoint({2, 2, 2, 10}, 1, 2, 4)));
-  write(dir + "/checkpoint/no-hidden", mlp::serialize_checkpoint(checkpoint({1, 10}, 1, 1, 0)));
+  save_seed(dir + "/checkpoint/boundary",
+            mlp::serialize_checkpoint(checkpoint({4, 3, 10}, 2, 2, 3)));
+  save_seed(dir + "/checkpoint/mid-epoch",
+            mlp::serialize_checkpoint(checkpoint({2, 2, 2, 10}, 1, 2, 4)));
+  save_seed(dir + "/checkpoint/no-hidden", mlp::serialize_checkpoint(checkpoint({1, 10}, 1, 1, 0)));
 
   mlp::GrayImage img;
   img.width = 4;
   img.height = 3;
   for (int i = 0; i < 12; ++i) img.pixels.push_back(static_cast<uint8_t>(i * 21));
-  write(dir + "/image/p5.pgm", mlp::encode_pgm(img));
+  save_seed(dir + "/image/p5.pgm", mlp::testing::encode_pgm(img));
   const std::string p2 = "P2\n# comment\n3 2\n15\n0 7 15\n1 2 3\n";
-  write(dir + "/image/p2.pgm", std::vector<uint8_t>(p2.begin(), p2.end()));
+  save_seed(dir + "/image/p2.pgm", std::vector<uint8_t>(p2.begin(), p2.end()));
   const std::string p5_16 = std::string("P5 2 1 65535\n") + std::string("\xff\xff\x80\x00", 4);
-  write(dir + "/image/p5-16bit.pgm", std::vector<uint8_t>(p5_16.begin(), p5_16.end()));
-  mlp::write_png_gray(dir + "/image/gray.png", img);
+  save_seed(dir + "/image/p5-16bit.pgm", std::vector<uint8_t>(p5_16.begin(), p5_16.end()));
+  mlp::testing::write_png_gray(dir + "/image/gray.png", img);
   return 0;
 }

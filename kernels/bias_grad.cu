@@ -8,8 +8,9 @@
 namespace mlp::kernels {
 namespace {
 
-__global__ void bias_grad_kernel(const float* __restrict__ grad, float* __restrict__ db,
-                                 int64_t rows, int64_t cols) {
+__global__ void __launch_bounds__(kBiasGradCols* kBiasGradRows)
+    bias_grad_kernel(const float* __restrict__ grad, float* __restrict__ db, int64_t rows,
+                     int64_t cols) {
   __shared__ float partial[kBiasGradRows][kBiasGradCols];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kBiasGradCols + threadIdx.x;
   float s = 0.0f;

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cuda/cuda_check.h"  // defines: MLP_CUDA_CHECK, MLP_CUDA_CHECK_LAUNCH
+#include "kernels/cuda_check.cuh"  // defines: MLP_CUDA_CHECK, MLP_CUDA_CHECK_LAUNCH
 
 namespace mlp::kernels {
 

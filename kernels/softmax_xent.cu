@@ -24,9 +24,12 @@ __device__ __forceinline__ void argmax_combine(float& v, int& i, float ov, int o
   }
 }
 
-__global__ void softmax_xent_kernel(const float* __restrict__ logits,
-                                    const uint8_t* __restrict__ labels, float* __restrict__ dlogits,
-                                    double* __restrict__ metrics, int64_t rows, int64_t cols) {
+// Bounded for the largest block it is launched with: without it a -G debug build
+// needs more registers per thread than a 1024-thread block can have.
+__global__ void __launch_bounds__(kSoftmaxXentMaxBlock)
+    softmax_xent_kernel(const float* __restrict__ logits, const uint8_t* __restrict__ labels,
+                        float* __restrict__ dlogits, double* __restrict__ metrics, int64_t rows,
+                        int64_t cols) {
   __shared__ double warp_loss[kSoftmaxXentMaxBlock / kWarpSize];
   __shared__ long long warp_correct[kSoftmaxXentMaxBlock / kWarpSize];
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;

@@ -48,12 +48,6 @@ void Backend::download(void* dst, const void* src, std::size_t bytes) {
   download_impl(dst, src, bytes);
 }
 
-void Backend::fill_zero(void* dst, std::size_t bytes) {
-  if (bytes == 0) return;
-  if (!dst) fail("fill_zero", "null pointer");
-  fill_zero_impl(dst, bytes);
-}
-
 uint64_t Backend::upload_async(void* dst, const void* src, std::size_t bytes, uint64_t after) {
   if (!dst || !src || bytes == 0) fail("upload_async", "null pointer or empty copy");
   return upload_async_impl(dst, src, bytes, after);
@@ -70,7 +64,13 @@ void Backend::gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, 
   if (ka != kb || c.rows != m || c.cols != n)
     fail("gemm",
          fmt::format("op(a) is {}x{}, op(b) is {}x{}, c is {}x{}", m, ka, kb, n, c.rows, c.cols));
+  if (!gemm_spans_) {
+    gemm_impl(ta, tb, alpha, a, b, beta, c);
+    return;
+  }
+  const uint64_t from = record_timestamp();
   gemm_impl(ta, tb, alpha, a, b, beta, c);
+  gemm_spans_->push_back({from, record_timestamp()});
 }
 
 void Backend::u8_to_float(const uint8_t* in, Mat out, bool binarize) {
@@ -114,13 +114,11 @@ void Backend::softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, d
 }
 
 void Backend::adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
-                        const AdamHyper& h, int64_t* step) {
+                        OptimizerState* state) {
+  // The hyperparameters are in backend memory; Model::set_optimizer checked them.
   if (n <= 0) fail("adam_step", fmt::format("n = {}", n));
-  if (!params || !grads || !m || !v || !step) fail("adam_step", "null pointer");
-  if (!(h.lr > 0) || !(h.beta1 >= 0 && h.beta1 < 1) || !(h.beta2 >= 0 && h.beta2 < 1) ||
-      !(h.eps > 0))
-    fail("adam_step", "hyperparameters out of range");
-  adam_step_impl(params, grads, m, v, n, h, step);
+  if (!params || !grads || !m || !v || !state) fail("adam_step", "null pointer");
+  adam_step_impl(params, grads, m, v, n, state);
 }
 
 }  // namespace mlp

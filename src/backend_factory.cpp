@@ -1,6 +1,8 @@
 // Picks the backend for --device; the only place that decides CPU vs CUDA.
 #include <fmt/format.h>
 
+#include <thread>
+
 #include "mlp/backend.h"
 #include "mlp/error.h"
 
@@ -11,6 +13,12 @@ DeviceChoice parse_device(const std::string& s) {
   if (s == "cpu") return DeviceChoice::kCpu;
   if (s == "cuda") return DeviceChoice::kCuda;
   throw usage_error(fmt::format("--device: unknown device '{}' (expected auto, cpu or cuda)", s));
+}
+
+int resolve_cpu_threads(int requested) {
+  if (requested > 0) return requested;
+  const auto hw = static_cast<int>(std::thread::hardware_concurrency());
+  return hw > 0 ? hw : 1;
 }
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& opt) {
@@ -24,6 +32,18 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& opt) {
   }
   if (cuda_unavailable_reason().empty()) return make_cuda_backend(opt.cuda);
   return make_cpu_backend(opt.cpu);
+}
+
+std::vector<std::unique_ptr<Backend>> make_all_backends(const BackendOptions& opt,
+                                                        std::string* cuda_skipped) {
+  std::vector<std::unique_ptr<Backend>> all;
+  all.push_back(make_cpu_backend(opt.cpu));
+  const std::string why = cuda_unavailable_reason();
+  if (why.empty())
+    all.push_back(make_cuda_backend(opt.cuda));
+  else if (cuda_skipped)
+    *cuda_skipped = why;
+  return all;
 }
 
 }  // namespace mlp

@@ -20,6 +20,31 @@ InitScheme parse_init(const std::string& s) {
 
 const char* init_name(InitScheme s) { return s == InitScheme::kHe ? "he" : "normal"; }
 
+std::string format_sizes(const std::vector<int64_t>& sizes) {
+  std::string s;
+  for (std::size_t i = 0; i < sizes.size(); ++i) s += (i ? "-" : "") + std::to_string(sizes[i]);
+  return s;
+}
+
+void check_optimizer(const AdamHyper& h, const LrSchedule& s) {
+  // Written as !(x > 0) so a NaN fails too.
+  const auto bad = [](const char* flag, double v, const char* want) {
+    throw usage_error(fmt::format("{} {}: must be {}", flag, v, want));
+  };
+  if (!(h.lr > 0) || !std::isfinite(h.lr)) bad("--lr", h.lr, "a finite number > 0");
+  if (!(h.beta1 >= 0 && h.beta1 < 1)) bad("--beta1", h.beta1, "in [0, 1)");
+  if (!(h.beta2 >= 0 && h.beta2 < 1)) bad("--beta2", h.beta2, "in [0, 1)");
+  if (!(h.eps > 0) || !std::isfinite(h.eps)) bad("--eps", h.eps, "a finite number > 0");
+  if (s.warmup_steps < 0) bad("--lr-warmup", static_cast<double>(s.warmup_steps), ">= 0");
+  if (s.kind == LrScheduleKind::kStep) {
+    if (s.step_size <= 0) bad("--lr-step", static_cast<double>(s.step_size), "> 0");
+    if (!(s.gamma > 0) || !std::isfinite(s.gamma))
+      bad("--lr-gamma", s.gamma, "a finite number > 0");
+  }
+  if (s.kind == LrScheduleKind::kCosine && (!(s.min_lr >= 0) || !std::isfinite(s.min_lr)))
+    bad("--lr-min", s.min_lr, "a finite number >= 0");
+}
+
 // ---- layout -----------------------------------------------------------------
 
 ParamLayout::ParamLayout(std::vector<int64_t> sizes) : sizes_(std::move(sizes)) {
@@ -64,20 +89,20 @@ std::vector<float> initial_params(const ParamLayout& layout, InitScheme scheme, 
 
 // ---- allocation ---------------------------------------------------------------
 
-Model::Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, AdamHyper adam,
-             bool binarize)
-    : be_(backend),
-      layout_(std::move(sizes)),
-      max_batch_(max_batch),
-      adam_(adam),
-      binarize_(binarize) {
+Model::Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, const AdamHyper& adam,
+             bool binarize, const LrSchedule& schedule)
+    : be_(backend), layout_(std::move(sizes)), max_batch_(max_batch), binarize_(binarize) {
   if (max_batch_ <= 0) throw usage_error("batch size must be positive");
+  check_optimizer(adam, schedule);
+  opt_.adam = adam;
+  opt_.schedule = schedule;
   const auto floats = [](int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); };
   params_ = be_.alloc(floats(layout_.total_floats()));
   grads_ = be_.alloc(floats(layout_.total_floats()));
   m_ = be_.alloc(floats(layout_.total_floats()));
   v_ = be_.alloc(floats(layout_.total_floats()));
-  step_ = be_.alloc(sizeof(int64_t));
+  opt_state_ = be_.alloc(sizeof(OptimizerState));
+  be_.upload(opt_state_.data(), &opt_, sizeof(opt_));
   for (int64_t s : layout_.sizes()) acts_.push_back(be_.alloc(floats(max_batch_ * s)));
   for (auto& s : scratch_) s = be_.alloc(floats(max_batch_ * layout_.max_width()));
 }
@@ -99,7 +124,9 @@ ModelState Model::state() const {
   be_.download(s.params.data(), params_.data(), n * sizeof(float));
   be_.download(s.m.data(), m_.data(), n * sizeof(float));
   be_.download(s.v.data(), v_.data(), n * sizeof(float));
-  be_.download(&s.step, step_.data(), sizeof(int64_t));
+  OptimizerState st;
+  be_.download(&st, opt_state_.data(), sizeof(st));
+  s.step = st.step;
   return s;
 }
 
@@ -111,7 +138,18 @@ void Model::set_state(const ModelState& s) {
   be_.upload(params_.data(), s.params.data(), n * sizeof(float));
   be_.upload(m_.data(), s.m.data(), n * sizeof(float));
   be_.upload(v_.data(), s.v.data(), n * sizeof(float));
-  be_.upload(step_.data(), &s.step, sizeof(int64_t));
+  OptimizerState st = opt_;
+  st.step = s.step;
+  be_.upload(opt_state_.data(), &st, sizeof(st));
+}
+
+void Model::set_optimizer(const AdamHyper& adam, const LrSchedule& schedule) {
+  check_optimizer(adam, schedule);
+  OptimizerState st;
+  be_.download(&st, opt_state_.data(), sizeof(st));  // keeps the device's step
+  st.adam = opt_.adam = adam;
+  st.schedule = opt_.schedule = schedule;
+  be_.upload(opt_state_.data(), &st, sizeof(st));
 }
 
 // ---- forward --------------------------------------------------------------------
@@ -176,7 +214,7 @@ void Model::train_step(const uint8_t* images, const uint8_t* labels, int64_t bat
 void Model::update() {
   ScopedRange range(be_, "update");
   be_.adam_step(params_.as<float>(), grads_.as<float>(), m_.as<float>(), v_.as<float>(),
-                layout_.total_floats(), adam_, step_.as<int64_t>());
+                layout_.total_floats(), optimizer_state());
 }
 
 void Model::eval_step(const uint8_t* images, const uint8_t* labels, int64_t batch,

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -20,73 +21,67 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Epoch `epoch`'s visiting order from step `first` on (a resumed epoch skips
+// the batches it already trained on).
+std::vector<uint32_t> epoch_order(uint64_t seed, int64_t epoch, int64_t count, int64_t first,
+                                  int64_t batch) {
+  std::vector<uint32_t> order = epoch_permutation(seed, epoch, static_cast<uint32_t>(count));
+  order.erase(order.begin(), order.begin() + first * batch);
+  return order;
+}
+
 }  // namespace
 
-DeviceDataset::DeviceDataset(Backend& backend, const Dataset& data)
-    : data_(data),
-      images_(backend.alloc(data.images.size())),
-      labels_(backend.alloc(data.labels.size())) {
-  backend.upload(images_.data(), data.images.data(), data.images.size());
-  backend.upload(labels_.data(), data.labels.data(), data.labels.size());
-}
-
-EvalResult evaluate(Backend& be, Model& model, const DeviceDataset& data) {
-  ScopedRange range(be, "evaluate");
-  const Dataset& ds = data.host();
-  EvalResult r;
-  r.count = ds.count;
-  Buffer metrics = be.alloc(kMetricCount * sizeof(double));
-  std::vector<float> logits;
-  for (int64_t first = 0; first < ds.count; first += model.max_batch()) {
-    const int64_t batch = std::min(model.max_batch(), ds.count - first);
-    model.eval_step(data.images() + first * ds.pixels(), data.labels() + first, batch,
-                    metrics.as<double>());
-    CMat out = model.logits(batch);
-    logits.resize(static_cast<std::size_t>(out.size()));
-    be.download(logits.data(), out.data, logits.size() * sizeof(float));
-    for (int64_t i = 0; i < batch; ++i) {
-      const float* row = logits.data() + i * out.cols;
-      int64_t pred = 0;
-      for (int64_t c = 1; c < out.cols; ++c)
-        if (row[c] > row[pred]) pred = c;
-      ++r.confusion[ds.labels[first + i]][pred];
-    }
-  }
-  double m[kMetricCount];
-  be.download(m, metrics.data(), sizeof(m));
-  r.loss = m[kMetricLossSum] / static_cast<double>(ds.count);
-  r.accuracy = m[kMetricCorrect] / static_cast<double>(ds.count);
-  return r;
-}
-
 Trainer::Trainer(Backend& backend, Model& model, const Dataset& train, const Dataset* test,
-                 const TrainConfig& cfg)
-    : be_(backend), model_(model), train_(train), test_(test), cfg_(cfg) {
-  if (cfg_.batch_size > train_.count)
+                 const TrainerOptions& opt)
+    : be_(backend), model_(model), train_(train), opt_(opt) {
+  if (opt_.batch_size > train_.count)
     throw usage_error(fmt::format("--batch-size {} is larger than the training set ({} samples)",
-                                  cfg_.batch_size, train_.count));
-  if (test_) test_dev_ = std::make_unique<DeviceDataset>(be_, *test_);
-  stream_ = std::make_unique<BatchStream>(be_, train_, cfg_.batch_size);
-  const auto slot_bytes = static_cast<std::size_t>(cfg_.batch_size * (train_.pixels() + 1));
+                                  opt_.batch_size, train_.count));
+  if (test && opt_.evaluate) test_dev_ = std::make_unique<DeviceDataset>(be_, *test);
+  stream_ = std::make_unique<BatchStream>(be_, train_, opt_.batch_size);
+  const auto slot_bytes = static_cast<std::size_t>(opt_.batch_size * (train_.pixels() + 1));
   for (auto& in : inputs_) in = be_.alloc(slot_bytes);
   metrics_ = be_.alloc(kMetricCount * sizeof(double));
-  if (cfg_.use_graph) {
-    // One graph per input slot: each bakes in its slot's fixed addresses.
-    for (int i = 0; i < 2; ++i) {
-      const uint8_t* images = inputs_[i].as<uint8_t>();
-      const uint8_t* labels = images + cfg_.batch_size * train_.pixels();
-      graphs_[i] = be_.capture([this, images, labels] {
-        model_.train_step(images, labels, cfg_.batch_size, metrics_.as<double>());
-      });
-    }
-  }
+  if (opt_.use_graph) capture_graphs();
 }
 
 Trainer::~Trainer() = default;
 
+// One graph per input slot: each bakes in its slot's fixed addresses. Before
+// capturing, one eager step per slot (on the zeroed slot, into scratch metrics,
+// the model's state restored afterwards) lets every library meet the real
+// shapes outside a capture: cuBLAS picks and sets up its GEMM kernels lazily,
+// which a capture could not record. If capture still fails, train eagerly.
+void Trainer::capture_graphs() {
+  const ModelState saved = model_.state();
+  Buffer scratch_metrics = be_.alloc(kMetricCount * sizeof(double));
+  for (int i = 0; i < 2; ++i) {
+    const uint8_t* images = inputs_[i].as<uint8_t>();
+    model_.train_step(images, images + opt_.batch_size * train_.pixels(), opt_.batch_size,
+                      scratch_metrics.as<double>());
+  }
+  be_.synchronize();
+  model_.set_state(saved);
+  try {
+    for (int i = 0; i < 2; ++i) {
+      // By value: on the CPU the "graph" is this function, called at every replay.
+      const uint8_t* images = inputs_[i].as<uint8_t>();
+      const uint8_t* labels = images + opt_.batch_size * train_.pixels();
+      graphs_[i] = be_.capture([this, images, labels] {
+        model_.train_step(images, labels, opt_.batch_size, metrics_.as<double>());
+      });
+    }
+  } catch (const Error& e) {
+    graphs_[0].reset();
+    graphs_[1].reset();
+    graph_fallback_ = e.what();
+  }
+}
+
 // The tutorial's loop: int(num_examples / batch_size) steps, the remainder dropped,
 // so every step has the same shape and one captured graph serves them all.
-int64_t Trainer::steps_per_epoch() const { return train_.count / cfg_.batch_size; }
+int64_t Trainer::steps_per_epoch() const { return train_.count / opt_.batch_size; }
 
 // Uploads the next staged batch into input slot (index & 1) and issues one
 // training step on it; no host sync.
@@ -105,84 +100,72 @@ void Trainer::issue_step(BatchStream& stream, int64_t index) {
     be_.replay(*graphs_[slot]);
   } else {
     const uint8_t* images = inputs_[slot].as<uint8_t>();
-    model_.train_step(images, images + cfg_.batch_size * train_.pixels(), cfg_.batch_size,
+    model_.train_step(images, images + opt_.batch_size * train_.pixels(), opt_.batch_size,
                       metrics_.as<double>());
   }
   slot_free_event_[slot] = be_.record_compute_event();
 }
 
-namespace {
-
-// Epoch `epoch`'s visiting order from step `first` on (a resumed epoch skips
-// the batches it already trained on).
-std::vector<uint32_t> epoch_order(uint64_t seed, int64_t epoch, int64_t count, int64_t first,
-                                  int64_t batch) {
-  std::vector<uint32_t> order = epoch_permutation(seed, epoch, static_cast<uint32_t>(count));
-  order.erase(order.begin(), order.begin() + first * batch);
-  return order;
-}
-
-}  // namespace
-
-EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from, TrainListener& listener) {
+// Trains epoch `epoch` from `from` for at most step_budget steps (the rest of a
+// run's max_steps; <= 0: no limit).
+EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from, int64_t step_budget,
+                                const std::vector<TrainListener*>& listeners) {
   ScopedRange range(be_, "epoch");
   BatchStream& stream = *stream_;
-  const int64_t steps =
-      cfg_.profile_steps > 0 ? std::min(cfg_.profile_steps, steps_per_epoch()) : steps_per_epoch();
+  const int64_t steps = steps_per_epoch();
   const int64_t first = std::min(from.step, steps);  // > 0 only when resuming mid-epoch
-  stream.start_epoch(epoch_order(cfg_.seed, epoch, train_.count, first, cfg_.batch_size),
-                     steps - first);
-  listener.on_epoch_begin(epoch + 1, steps);
+  const int64_t last = step_budget > 0 ? std::min(steps, first + step_budget) : steps;
+  stream.start_epoch(epoch_order(opt_.seed, epoch, train_.count, first, opt_.batch_size),
+                     last - first);
+  for (TrainListener* l : listeners) l->on_epoch_begin(epoch + 1, steps);
   const double start_metrics[kMetricCount] = {from.loss_sum, from.correct};
   be_.upload(metrics_.data(), start_metrics, sizeof(start_metrics));
   // The state at the segment's start, kept on the host only to pinpoint the
   // step if the loss goes non-finite (a copy per epoch, at an existing sync).
   ModelState snapshot;
-  if (cfg_.profile_steps == 0) snapshot = model_.state();
+  if (opt_.locate_nonfinite) snapshot = model_.state();
   be_.synchronize();
   const auto t0 = std::chrono::steady_clock::now();
   int64_t done = first;
-  for (; done < steps && !stop_requested_.load(); ++done) {
+  for (; done < last && !stop_requested_.load(); ++done) {
     issue_step(stream, done - first);
-    listener.on_step(done + 1, steps);
+    for (TrainListener* l : listeners) l->on_step(done + 1, steps);
   }
   double m[kMetricCount];
   be_.download(m, metrics_.data(), sizeof(m));  // the epoch's only host sync
   EpochStats s;
   s.epoch = epoch + 1;
   s.steps = done;
+  s.complete = done == steps;
   s.seconds = seconds_since(t0);
-  const double samples = static_cast<double>(done * cfg_.batch_size);
+  const double samples = static_cast<double>(done * opt_.batch_size);
   if (done > 0) {
     s.loss = m[kMetricLossSum] / samples;
     s.train_accuracy = m[kMetricCorrect] / samples;
-    s.samples_per_sec = static_cast<double>((done - first) * cfg_.batch_size) / s.seconds;
+    s.samples_per_sec = static_cast<double>((done - first) * opt_.batch_size) / s.seconds;
   }
   if (!std::isfinite(m[kMetricLossSum])) {
     const char* value = std::isnan(m[kMetricLossSum]) ? "NaN" : "infinite";
-    const int64_t spe = steps_per_epoch();
     const int64_t bad =
         snapshot.params.empty() ? -1 : find_nonfinite_step(epoch, from, done, snapshot);
     if (bad > 0)
       throw Error(ExitCode::kNonFinite,
                   fmt::format("training loss became {} in epoch {} at step {} of {} "
                               "(optimizer step {}); training stopped; try a smaller --lr",
-                              value, s.epoch, bad, steps, epoch * spe + bad));
+                              value, s.epoch, bad, steps, epoch * steps + bad));
     throw Error(ExitCode::kNonFinite,
                 fmt::format("training loss became {} in epoch {} (steps {}..{}); "
                             "training stopped; try a smaller --lr",
                             value, s.epoch, first + 1, done));
   }
-  position_ = {epoch, done, m[kMetricLossSum], m[kMetricCorrect]};
-  if (done < steps) {  // stopped: the epoch is incomplete, so no test evaluation
-    stopped_early_ = true;
+  if (!s.complete) {  // cut short: no test evaluation
+    position_ = {epoch, done, m[kMetricLossSum], m[kMetricCorrect]};
     return s;
   }
   position_ = {epoch + 1, 0, 0.0, 0.0};
-  // A --profile-steps run is a capture of training steps only: evaluating the
-  // test set inside the profiler window would bury them.
-  if (test_dev_ && cfg_.profile_steps == 0) {
+  if (test_dev_) {
     const EvalResult r = evaluate(be_, model_, *test_dev_);
+    s.evaluated = true;
     s.test_loss = r.loss;
     s.test_accuracy = r.accuracy;
   }
@@ -197,7 +180,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from, TrainL
 int64_t Trainer::find_nonfinite_step(int64_t epoch, const TrainPosition& from, int64_t until,
                                      const ModelState& snapshot) {
   model_.set_state(snapshot);
-  stream_->start_epoch(epoch_order(cfg_.seed, epoch, train_.count, from.step, cfg_.batch_size),
+  stream_->start_epoch(epoch_order(opt_.seed, epoch, train_.count, from.step, opt_.batch_size),
                        until - from.step);
   const double start_metrics[kMetricCount] = {from.loss_sum, from.correct};
   be_.upload(metrics_.data(), start_metrics, sizeof(start_metrics));
@@ -210,34 +193,31 @@ int64_t Trainer::find_nonfinite_step(int64_t epoch, const TrainPosition& from, i
   return -1;
 }
 
-std::vector<EpochStats> Trainer::run(TrainListener& listener, int64_t first_epoch) {
-  TrainPosition start;
-  start.epoch = first_epoch;
-  return run(listener, start);
-}
-
-std::vector<EpochStats> Trainer::run(TrainListener& listener, const TrainPosition& start) {
+std::vector<EpochStats> Trainer::run(const std::vector<TrainListener*>& listeners,
+                                     const TrainPosition& start) {
   std::vector<EpochStats> all;
   position_ = start;
   stopped_early_ = false;
-  if (cfg_.profile_steps > 0) be_.profiler_start();
-  for (int64_t e = start.epoch; e < cfg_.epochs; ++e) {
+  int64_t steps_left = opt_.max_steps;  // <= 0: no limit
+  for (int64_t e = start.epoch; e < opt_.epochs; ++e) {
     TrainPosition from;
     from.epoch = e;
     if (e == start.epoch) from = start;
-    EpochStats s = train_epoch(e, from, listener);
-    if (stopped_early_) break;  // cut short: position_ says where
-    all.push_back(s);
-    if (cfg_.profile_steps > 0) break;
-    if (!listener.on_epoch_end(all.back())) break;
-    if (stop_requested_.load()) {  // arrived during the epoch's last step or its evaluation
-      stopped_early_ = e + 1 < cfg_.epochs;
+    const EpochStats s = train_epoch(e, from, opt_.max_steps > 0 ? steps_left : 0, listeners);
+    const int64_t ran = s.steps - std::min(from.step, s.steps);
+    if (ran > 0) all.push_back(s);  // an epoch stopped before its first step is not reported
+    if (opt_.max_steps > 0) steps_left -= ran;
+    if (!s.complete) {  // a stop request or the step limit: position_ says where
+      stopped_early_ = stop_requested_.load();
       break;
     }
-  }
-  if (cfg_.profile_steps > 0) {
-    be_.synchronize();
-    be_.profiler_stop();
+    bool go_on = true;
+    for (TrainListener* l : listeners) go_on = l->on_epoch_end(s) && go_on;
+    if (!go_on || (opt_.max_steps > 0 && steps_left <= 0)) break;
+    if (stop_requested_.load()) {  // arrived during the epoch's last step or its evaluation
+      stopped_early_ = e + 1 < opt_.epochs;
+      break;
+    }
   }
   return all;
 }

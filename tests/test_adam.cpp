@@ -2,11 +2,15 @@
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
 //   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps),  t = ++step
 // at t = 1 and t = 2 (where a missing or off-by-one bias correction shows),
-// from a non-zero step, through Backend::adam_step and through Model::update.
+// from a non-zero step, through Backend::adam_step and through Model::update;
+// every compiled vector-width variant of the CPU loop gives the same bits.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 
+#include "cpu/cpu_ops.h"
 #include "mlp/model.h"
 #include "testing.h"
 
@@ -16,6 +20,15 @@ namespace {
 using testing::all_near;
 using testing::DeviceVec;
 using testing::random_floats;
+
+// The optimizer state as Backend::adam_step reads it: step, hyperparameters,
+// and the default (constant) learning-rate schedule.
+std::vector<OptimizerState> state_at(int64_t step, const AdamHyper& h) {
+  OptimizerState st;
+  st.step = step;
+  st.adam = h;
+  return {st};
+}
 
 struct AdamRef {
   std::vector<double> p, m, v;
@@ -58,18 +71,18 @@ TEST_P(Adam, TwoStepsMatchClosedFormWithBiasCorrection) {
     const auto p0 = random_floats(n, 1), g1 = random_floats(n, 2), g2 = random_floats(n, 3, 0.1);
     const std::vector<float> zeros(n, 0.0f);
     DeviceVec<float> p(*be, p0), g(*be, g1), m(*be, zeros), v(*be, zeros);
-    DeviceVec<int64_t> step(*be, std::vector<int64_t>{0});
+    DeviceVec<OptimizerState> state(*be, state_at(0, h));
 
-    be->adam_step(p.get(), g.get(), m.get(), v.get(), GetParam(), h, step.get());
-    EXPECT_EQ(step.download()[0], 1);
+    be->adam_step(p.get(), g.get(), m.get(), v.get(), GetParam(), state.get());
+    EXPECT_EQ(state.download()[0].step, 1);
     const AdamRef r1 = closed_form(p0, g1, zeros, zeros, h, 1);
     expect_matches(p.download(), m.download(), v.download(), r1, h);
 
     // t = 2 starts from the state step 1 left (as the kernel left it, in float).
     const auto p1 = p.download(), m1 = m.download(), v1 = v.download();
     be->upload(g.get(), g2.data(), n * sizeof(float));
-    be->adam_step(p.get(), g.get(), m.get(), v.get(), GetParam(), h, step.get());
-    EXPECT_EQ(step.download()[0], 2);
+    be->adam_step(p.get(), g.get(), m.get(), v.get(), GetParam(), state.get());
+    EXPECT_EQ(state.download()[0].step, 2);
     expect_matches(p.download(), m.download(), v.download(), closed_form(p1, g2, m1, v1, h, 2), h);
   }
 }
@@ -83,29 +96,78 @@ TEST(AdamStep, UsesTheStoredStepForBiasCorrection) {
   auto m0 = random_floats(n, 6, 0.1), v0 = random_floats(n, 7, 0.1);
   for (auto& x : v0) x = x * x;  // second moments are non-negative
   DeviceVec<float> p(*be, p0), dg(*be, g), m(*be, m0), v(*be, v0);
-  DeviceVec<int64_t> step(*be, std::vector<int64_t>{5});
-  be->adam_step(p.get(), dg.get(), m.get(), v.get(), static_cast<int64_t>(n), h, step.get());
-  EXPECT_EQ(step.download()[0], 6);
+  DeviceVec<OptimizerState> state(*be, state_at(5, h));
+  be->adam_step(p.get(), dg.get(), m.get(), v.get(), static_cast<int64_t>(n), state.get());
+  EXPECT_EQ(state.download()[0].step, 6);
   expect_matches(p.download(), m.download(), v.download(), closed_form(p0, g, m0, v0, h, 6), h);
 }
 
 TEST(AdamStep, RejectsBadArguments) {
   auto be = make_cpu_backend(CpuOptions{1});
   DeviceVec<float> x(*be, std::vector<float>(4));
-  DeviceVec<int64_t> step(*be, std::vector<int64_t>{0});
-  const auto call = [&](int64_t n, AdamHyper h, int64_t* s) {
-    return testing::throws_error(
-        [&] { be->adam_step(x.get(), x.get(), x.get(), x.get(), n, h, s); }, ExitCode::kFailure,
-        {"adam_step"});
+  DeviceVec<OptimizerState> state(*be, state_at(0, AdamHyper{}));
+  const auto call = [&](int64_t n, OptimizerState* s) {
+    return testing::throws_error([&] { be->adam_step(x.get(), x.get(), x.get(), x.get(), n, s); },
+                                 ExitCode::kFailure, {"adam_step"});
   };
-  EXPECT_TRUE(call(0, AdamHyper{}, step.get()));
-  EXPECT_TRUE(call(4, AdamHyper{}, nullptr));
-  EXPECT_TRUE(call(4, AdamHyper{0.0f, 0.9f, 0.999f, 1e-8f}, step.get()));
-  EXPECT_TRUE(call(4, AdamHyper{1e-3f, 1.0f, 0.999f, 1e-8f}, step.get()));
-  EXPECT_TRUE(call(4, AdamHyper{1e-3f, 0.9f, 1.0f, 1e-8f}, step.get()));
-  EXPECT_TRUE(call(4, AdamHyper{1e-3f, 0.9f, 0.999f, 0.0f}, step.get()));
-  EXPECT_TRUE(call(4, AdamHyper{std::nanf(""), 0.9f, 0.999f, 1e-8f}, step.get()));
-  EXPECT_EQ(step.download()[0], 0) << "a rejected call must not advance the step";
+  EXPECT_TRUE(call(0, state.get()));
+  EXPECT_TRUE(call(4, nullptr));
+  EXPECT_EQ(state.download()[0].step, 0) << "a rejected call must not advance the step";
+}
+
+// The hyperparameters live in backend memory, so they are checked where they
+// are set: a Model refuses them, naming the flag.
+TEST(AdamStep, ModelRefusesBadHyperparameters) {
+  auto be = make_cpu_backend(CpuOptions{1});
+  const auto refused = [&](AdamHyper h, const char* flag) {
+    return testing::throws_error(
+        [&] {
+          Model(*be, {4, 3}, 2, h, false);
+        },
+        ExitCode::kUsage, {flag});
+  };
+  EXPECT_TRUE(refused(AdamHyper{0.0f, 0.9f, 0.999f, 1e-8f}, "--lr"));
+  EXPECT_TRUE(refused(AdamHyper{1e-3f, 1.0f, 0.999f, 1e-8f}, "--beta1"));
+  EXPECT_TRUE(refused(AdamHyper{1e-3f, 0.9f, 1.0f, 1e-8f}, "--beta2"));
+  EXPECT_TRUE(refused(AdamHyper{1e-3f, 0.9f, 0.999f, 0.0f}, "--eps"));
+  EXPECT_TRUE(refused(AdamHyper{std::nanf(""), 0.9f, 0.999f, 1e-8f}, "--lr"));
+  EXPECT_TRUE(refused(AdamHyper{INFINITY, 0.9f, 0.999f, 1e-8f}, "--lr"));
+  EXPECT_TRUE(refused(AdamHyper{1e-3f, 0.9f, 0.999f, INFINITY}, "--eps"));
+}
+
+// GCC would contract a*b+c into FMAs in the AVX2/AVX-512 variants unless told
+// not to (-ffp-contract=off); then results would depend on the CPU.
+TEST(AdamStep, EveryVectorWidthVariantGivesTheSameBits) {
+  const int64_t n = 1001;  // not a multiple of any vector width
+  const auto p0 = random_floats(n, 21), g = random_floats(n, 22);
+  auto m0 = random_floats(n, 23, 0.1), v0 = random_floats(n, 24, 0.1);
+  for (auto& x : v0) x = x * x;
+  std::vector<float> want_p, want_m, want_v;
+  int ran = 0;
+  for (const cpu::AdamVariant& variant : cpu::adam_variants()) {
+    if (!variant.supported) {
+      std::printf("[ info ] Adam variant %s: not supported by this CPU, not run\n", variant.name);
+      continue;
+    }
+    std::vector<float> p = p0, m = m0, v = v0;
+    variant.fn(p.data(), g.data(), m.data(), v.data(), 0, n, 0.9f, 0.999f, 1.3e-3f, 1.7f, 1e-8f);
+    ++ran;
+    if (want_p.empty()) {
+      want_p = p, want_m = m, want_v = v;
+      continue;
+    }
+    SCOPED_TRACE(variant.name);
+    EXPECT_EQ(0, std::memcmp(p.data(), want_p.data(), n * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(m.data(), want_m.data(), n * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(v.data(), want_v.data(), n * sizeof(float)));
+  }
+  EXPECT_GE(ran, 1);
+  // And the baseline is the plain formula, evaluated without contraction.
+  for (int64_t i = 0; i < n; ++i) {
+    volatile float a = 0.9f * m0[i], b = (1.0f - 0.9f) * g[i];
+    const float mi = a + b;
+    EXPECT_EQ(want_m[i], mi) << i;
+  }
 }
 
 TEST(AdamStep, ModelUpdateAppliesAdamToTheFlatBuffer) {

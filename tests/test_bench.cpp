@@ -1,5 +1,5 @@
-// The bench machinery: the exact GEMM FLOP count, TimedBackend (forwards every
-// op unchanged, times only GEMMs, only while timing is on), run_bench on the CPU
+// The bench machinery: the exact GEMM FLOP count, Backend::set_gemm_spans (a
+// timestamp pair per GEMM while set, nothing otherwise), run_bench on the CPU
 // (figures finite and consistent with each other), `mnist-mlp bench --json`
 // end to end (keys, one row per sweep size, CUDA skipped or run as the build
 // allows), and tools/plot writing a PNG. Behaviour, never speed.
@@ -10,7 +10,6 @@
 #include <set>
 #include <sstream>
 
-#include "bench_timed_backend.h"
 #include "mlp/bench.h"
 #include "testing.h"
 
@@ -38,38 +37,40 @@ TEST(BenchFlops, CountsForwardDwAndDxExceptForTheInputLayer) {
   EXPECT_EQ(one.backward, one.forward);
 }
 
-TEST(TimedBackend, ForwardsOpsAndTimesOnlyGemmsWhileOn) {
+TEST(GemmSpans, OnePairPerGemmOnlyWhileSet) {
   auto cpu = make_cpu_backend({1});
-  TimedBackend timed(*cpu);
-  EXPECT_EQ(timed.kind(), BackendKind::kCpu);
+  Backend& be = *cpu;
   const int64_t m = 64, k = 96, n = 80;
   const auto a = testing::random_floats(static_cast<std::size_t>(m * k), 1);
   const auto b = testing::random_floats(static_cast<std::size_t>(k * n), 2);
-  testing::DeviceVec<float> da(timed, a), db(timed, b);
-  Buffer c = timed.alloc(static_cast<std::size_t>(m * n) * sizeof(float));
+  testing::DeviceVec<float> da(be, a), db(be, b);
+  Buffer c = be.alloc(static_cast<std::size_t>(m * n) * sizeof(float));
+  const auto gemm = [&] {
+    be.gemm(Trans::kNo, Trans::kNo, 1.0f, CMat{da.get(), m, k}, CMat{db.get(), k, n}, 0.0f,
+            Mat{c.as<float>(), m, n});
+  };
 
-  double ms[3] = {0, 0, 0};
-  timed.gemm(Trans::kNo, Trans::kNo, 1.0f, CMat{da.get(), m, k}, CMat{db.get(), k, n}, 0.0f,
-             Mat{c.as<float>(), m, n});
-  timed.collect(ms, 3);
-  EXPECT_EQ(ms[0] + ms[1] + ms[2], 0.0) << "timing is off by default";
-
-  timed.set_timing(true);
-  timed.set_tag(1);
-  for (int i = 0; i < 20; ++i)
-    timed.gemm(Trans::kNo, Trans::kNo, 1.0f, CMat{da.get(), m, k}, CMat{db.get(), k, n}, 0.0f,
-               Mat{c.as<float>(), m, n});
-  timed.collect(ms, 3);
-  EXPECT_TRUE(ms[1] > 0.0) << ms[1];
-  EXPECT_EQ(ms[0], 0.0);
-  EXPECT_EQ(ms[2], 0.0);
-  const double first = ms[1];
-  timed.collect(ms, 3);
-  EXPECT_EQ(ms[1], first) << "collect forgets what it reported";
+  std::vector<GemmSpan> spans;
+  gemm();
+  EXPECT_TRUE(spans.empty()) << "timing is off by default";
+  be.set_gemm_spans(&spans);
+  for (int i = 0; i < 20; ++i) gemm();
+  ASSERT_EQ(spans.size(), 20u);
+  double total = 0;
+  for (const GemmSpan& s : spans) {
+    EXPECT_LT(s.from, s.to);
+    const double ms = be.elapsed_ms(s.from, s.to);
+    EXPECT_TRUE(ms >= 0.0) << ms;
+    total += ms;
+  }
+  EXPECT_TRUE(total > 0.0) << total;
+  be.set_gemm_spans(nullptr);
+  gemm();
+  EXPECT_EQ(spans.size(), 20u) << "no span once unset";
 
   // The result is the plain sgemm's.
   std::vector<float> got(static_cast<std::size_t>(m * n)), want(got.size());
-  timed.download(got.data(), c.data(), got.size() * sizeof(float));
+  be.download(got.data(), c.data(), got.size() * sizeof(float));
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double s = 0;

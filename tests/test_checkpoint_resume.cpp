@@ -9,10 +9,15 @@
 #include <optional>
 
 #include "checkpoint_testing.h"
+#include "cli/run_config.h"
+#include "cli/train_checkpoint.h"
 #include "mlp/trainer.h"
 
 namespace mlp {
 namespace {
+
+using cli::checkpoint_position;
+using cli::make_checkpoint;
 
 using testing::throws_error;
 
@@ -31,8 +36,8 @@ Dataset tiny_dataset() {
   return d;
 }
 
-TrainConfig tiny_config(int64_t epochs) {
-  TrainConfig cfg;
+cli::RunConfig tiny_config(int64_t epochs) {
+  cli::RunConfig cfg;
   cfg.epochs = epochs;
   cfg.batch_size = 10;  // 25 steps per epoch
   cfg.hidden = {12};
@@ -40,7 +45,7 @@ TrainConfig tiny_config(int64_t epochs) {
   return cfg;
 }
 
-std::vector<int64_t> sizes_of(const TrainConfig& cfg, const Dataset& d) {
+std::vector<int64_t> sizes_of(const cli::RunConfig& cfg, const Dataset& d) {
   std::vector<int64_t> s{d.pixels()};
   s.insert(s.end(), cfg.hidden.begin(), cfg.hidden.end());
   s.push_back(kClasses);
@@ -68,7 +73,7 @@ struct Segment {
 };
 
 // Trains cfg.epochs from `from` (or from the initial parameters), stopping early if asked.
-Segment train(const TrainConfig& cfg, const Dataset& data, const std::optional<Checkpoint>& from,
+Segment train(const cli::RunConfig& cfg, const Dataset& data, const std::optional<Checkpoint>& from,
               int64_t stop_epoch = -1, int64_t stop_step = -1) {
   auto be = make_cpu_backend({1});  // one thread: a fixed summation order
   Model model(*be, sizes_of(cfg, data), cfg.batch_size, cfg.adam, cfg.binarize);
@@ -76,12 +81,12 @@ Segment train(const TrainConfig& cfg, const Dataset& data, const std::optional<C
     model.set_state(from->state);
   else
     model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-  Trainer trainer(*be, model, data, nullptr, cfg);
+  Trainer trainer(*be, model, data, nullptr, cli::trainer_options(cfg));
   Recorder rec;
   rec.trainer = &trainer;
   rec.stop_epoch = stop_epoch;
   rec.stop_step = stop_step;
-  trainer.run(rec, from ? checkpoint_position(*from) : TrainPosition{});
+  trainer.run({&rec}, from ? checkpoint_position(*from) : TrainPosition{});
   const std::vector<uint8_t> bytes =
       serialize_checkpoint(make_checkpoint(cfg, model, data, trainer.position()));
   return {rec.ends, parse_checkpoint(bytes.data(), bytes.size(), "memory")};
@@ -139,14 +144,14 @@ TEST(Resume, MidEpochIsBitExactIncludingThatEpochsMetrics) {
 TEST(Resume, AStopBeforeTheFirstStepKeepsThePosition) {
   const Dataset data = tiny_dataset();
   auto be = make_cpu_backend({1});
-  const TrainConfig cfg = tiny_config(2);
+  const cli::RunConfig cfg = tiny_config(2);
   Model model(*be, sizes_of(cfg, data), cfg.batch_size, cfg.adam, false);
   model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-  Trainer trainer(*be, model, data, nullptr, cfg);
+  Trainer trainer(*be, model, data, nullptr, cli::trainer_options(cfg));
   trainer.request_stop();
   Recorder rec;
   const TrainPosition start{1, 3, 0.5, 2.0};
-  EXPECT_TRUE(trainer.run(rec, start).empty());
+  EXPECT_TRUE(trainer.run({&rec}, start).empty());
   EXPECT_TRUE(trainer.stopped_early());
   EXPECT_EQ(trainer.position().epoch, 1);
   EXPECT_EQ(trainer.position().step, 3);
@@ -156,7 +161,7 @@ TEST(Resume, AStopBeforeTheFirstStepKeepsThePosition) {
 
 // The first step whose loss is non-finite, found independently: the same
 // batches, one eager step at a time, reading the loss after each.
-int64_t first_nonfinite_step(const TrainConfig& cfg, const Dataset& data) {
+int64_t first_nonfinite_step(const cli::RunConfig& cfg, const Dataset& data) {
   auto be = make_cpu_backend({1});
   Model model(*be, sizes_of(cfg, data), cfg.batch_size, cfg.adam, false);
   model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
@@ -188,16 +193,16 @@ int64_t first_nonfinite_step(const TrainConfig& cfg, const Dataset& data) {
 
 TEST(NonFinite, AbsurdLearningRateStopsNamingTheEpochAndFirstBadStep) {
   const Dataset data = tiny_dataset();
-  TrainConfig cfg = tiny_config(2);
+  cli::RunConfig cfg = tiny_config(2);
   cfg.adam.lr = 1e30f;
   const int64_t bad = first_nonfinite_step(cfg, data);
   ASSERT_GT(bad, 0) << "lr 1e30 should diverge within the first epoch";
   auto be = make_cpu_backend({1});
   Model model(*be, sizes_of(cfg, data), cfg.batch_size, cfg.adam, false);
   model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-  Trainer trainer(*be, model, data, nullptr, cfg);
+  Trainer trainer(*be, model, data, nullptr, cli::trainer_options(cfg));
   Recorder rec;
-  EXPECT_TRUE(throws_error([&] { trainer.run(rec); }, ExitCode::kNonFinite,
+  EXPECT_TRUE(throws_error([&] { trainer.run({&rec}); }, ExitCode::kNonFinite,
                            {fmt::format("in epoch 1 at step {} of 25", bad), "--lr"}));
   EXPECT_TRUE(rec.ends.empty());  // no epoch end, so no listener ever saved NaN weights
 }

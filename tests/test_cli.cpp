@@ -1,6 +1,6 @@
 // The real mnist-mlp binary, run as a child process: exit codes and messages
 // of every error path (usage 2, data 3, device 6), --help documenting every
-// flag with its default (read back and compared with TrainConfig's), and a
+// flag with its default (read back and compared with cli::RunConfig's), and a
 // tiny end-to-end run whose --log-json lines are checked and reproduced.
 // Bad-value runs point --data at a missing directory, so a value that slipped
 // through validation shows up as exit 3 instead of a training run.
@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli/run_config.h"
 #include "mlp/backend.h"
 #include "mlp/trainer.h"
 #include "testing.h"
@@ -136,7 +137,7 @@ TEST(Cli, HelpDocumentsEveryFlagWithItsDefault) {
     EXPECT_TRUE(contains(h, flag)) << flag << " is not documented\n" << h;
 
   // Defaults shown must be the ones the trainer really uses.
-  const TrainConfig d;
+  const cli::RunConfig d;
   const auto num = [&](const std::string& flag) {
     const std::string v = help_default(h, flag);
     EXPECT_FALSE(v.empty()) << flag << " shows no default\n" << h;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cli/run_config.h"
 #include "mlp/dataset.h"
 #include "mlp/model.h"
 #include "mlp/trainer.h"
@@ -59,7 +60,7 @@ TEST(RealMnist, OneEpochOfTheDefaultNetworkReaches96Percent) {
   SKIP_WITHOUT_MNIST(dir);
   const Dataset train = load_split(dir, Split::kTrain);
   const Dataset test = load_split(dir, Split::kTest);
-  TrainConfig cfg;  // the defaults: 784-500-500-500-10, he init, Adam 1e-3, batch 100
+  cli::RunConfig cfg;  // the defaults: 784-500-500-500-10, he init, Adam 1e-3, batch 100
   cfg.data_dir = dir;
   cfg.epochs = 1;
   auto be = make_cpu_backend(CpuOptions{0});
@@ -68,9 +69,9 @@ TEST(RealMnist, OneEpochOfTheDefaultNetworkReaches96Percent) {
   sizes.push_back(kClasses);
   Model model(*be, sizes, cfg.batch_size, cfg.adam, cfg.binarize);
   model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-  Trainer trainer(*be, model, train, &test, cfg);
+  Trainer trainer(*be, model, train, &test, cli::trainer_options(cfg));
   TrainListener quiet;
-  const auto stats = trainer.run(quiet);
+  const auto stats = trainer.run({&quiet});
   ASSERT_EQ(stats.size(), 1u);
   const EpochStats& s = stats[0];
   EXPECT_EQ(s.steps, 600);

@@ -6,15 +6,18 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint_testing.h"
+#include "image_writers.h"
 #include "mlp/image_io.h"
 
 namespace mlp {
 namespace {
 
 using testing::cli;
+using testing::encode_pgm;
 using testing::run_command;
 using testing::TempDir;
 using testing::throws_error;
+using testing::write_png_gray;
 
 GrayImage decode(const std::string& s) {
   return decode_image(reinterpret_cast<const uint8_t*>(s.data()), s.size(), "img");

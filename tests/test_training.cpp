@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cli/run_config.h"
 #include "mlp/model.h"
 #include "mlp/trainer.h"
 #include "testing.h"
@@ -51,7 +52,7 @@ struct RunResult {
   EvalResult eval;
 };
 
-RunResult train(const Dataset& tr, const Dataset& te, TrainConfig cfg, int threads,
+RunResult train(const Dataset& tr, const Dataset& te, cli::RunConfig cfg, int threads,
                 const std::vector<int64_t>& hidden = {32}) {
   auto be = make_cpu_backend(CpuOptions{threads});
   std::vector<int64_t> sizes{tr.pixels()};
@@ -59,10 +60,10 @@ RunResult train(const Dataset& tr, const Dataset& te, TrainConfig cfg, int threa
   sizes.push_back(8);
   Model model(*be, sizes, cfg.batch_size, cfg.adam, cfg.binarize);
   model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-  Trainer trainer(*be, model, tr, &te, cfg);
+  Trainer trainer(*be, model, tr, &te, cli::trainer_options(cfg));
   Recorder rec;
   RunResult r;
-  r.stats = trainer.run(rec);
+  r.stats = trainer.run({&rec});
   EXPECT_EQ(rec.epochs.size(), r.stats.size());
   EXPECT_EQ(rec.steps_seen, trainer.steps_per_epoch() * cfg.epochs);
   r.state = model.state();
@@ -73,7 +74,7 @@ RunResult train(const Dataset& tr, const Dataset& te, TrainConfig cfg, int threa
 
 TEST(Training, SyntheticProblemReachesNearZeroLoss) {
   const Dataset tr = synthetic(400, 8, 1), te = synthetic(200, 8, 2);
-  TrainConfig cfg;
+  cli::RunConfig cfg;
   cfg.epochs = 20;
   cfg.batch_size = 25;  // 16 steps per epoch, 320 Adam steps in all
   cfg.adam.lr = 1e-2f;
@@ -107,7 +108,7 @@ TEST(Training, SyntheticProblemReachesNearZeroLoss) {
 
 TEST(Training, SameSeedGivesIdenticalRuns) {
   const Dataset tr = synthetic(120, 8, 3), te = synthetic(40, 8, 4);
-  TrainConfig cfg;
+  cli::RunConfig cfg;
   cfg.epochs = 3;
   cfg.batch_size = 16;  // 120 / 16: 7 steps, the remainder dropped
   cfg.seed = 42;
@@ -138,7 +139,7 @@ TEST(Training, TrainerEqualsAPlainLoopOverEpochPermutations) {
   // in batches, remainder dropped, one train_step each. Bit-equal on one thread,
   // so a wrong order, a lost batch or a mislabeled sample all show.
   const Dataset tr = synthetic(50, 8, 8), te = synthetic(10, 8, 9);
-  TrainConfig cfg;
+  cli::RunConfig cfg;
   cfg.epochs = 3;
   cfg.batch_size = 8;  // 6 steps, 2 samples dropped per epoch
   cfg.seed = 77;
@@ -182,7 +183,7 @@ TEST(Training, NonFiniteLossStopsWithExitCode5) {
     const bool poison = poison_layer >= 0;
     SCOPED_TRACE(poison_layer == 1 ? "NaN output bias" : poison ? "NaN hidden bias" : "lr 1e30");
     auto be = make_cpu_backend(CpuOptions{1});
-    TrainConfig cfg;
+    cli::RunConfig cfg;
     cfg.epochs = 3;
     cfg.batch_size = 10;
     if (!poison) cfg.adam.lr = 1e30f;
@@ -190,9 +191,9 @@ TEST(Training, NonFiniteLossStopsWithExitCode5) {
     auto p = initial_params(model.layout(), InitScheme::kHe, 1);
     if (poison) p[model.layout().bias_offset(poison_layer) + 3] = std::nanf("");
     model.set_params(p);
-    Trainer trainer(*be, model, tr, &te, cfg);
+    Trainer trainer(*be, model, tr, &te, cli::trainer_options(cfg));
     Recorder rec;
-    EXPECT_TRUE(testing::throws_error([&] { trainer.run(rec); }, ExitCode::kNonFinite,
+    EXPECT_TRUE(testing::throws_error([&] { trainer.run({&rec}); }, ExitCode::kNonFinite,
                                       {"loss", "epoch 1"}));
     EXPECT_TRUE(rec.epochs.empty()) << "no epoch with a non-finite loss is reported as done";
   }
@@ -201,11 +202,12 @@ TEST(Training, NonFiniteLossStopsWithExitCode5) {
 TEST(Training, BatchLargerThanTrainingSetIsAUsageError) {
   const Dataset tr = synthetic(30, 8, 7);
   auto be = make_cpu_backend(CpuOptions{1});
-  TrainConfig cfg;
+  cli::RunConfig cfg;
   cfg.batch_size = 31;
   Model model(*be, {16, 8}, cfg.batch_size, cfg.adam, false);
-  EXPECT_TRUE(testing::throws_error([&] { Trainer t(*be, model, tr, nullptr, cfg); },
-                                    ExitCode::kUsage, {"--batch-size", "31", "30"}));
+  EXPECT_TRUE(
+      testing::throws_error([&] { Trainer t(*be, model, tr, nullptr, cli::trainer_options(cfg)); },
+                            ExitCode::kUsage, {"--batch-size", "31", "30"}));
 }
 
 // ---- initial parameters ----------------------------------------------------------------

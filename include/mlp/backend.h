@@ -3,9 +3,9 @@
 // call the protected virtual *_impl. Pointers passed to ops are backend memory
 // (from alloc()); matrices are row-major and contiguous.
 //
-// Ordering: every op, fill_zero and replay runs in issue order on the backend's
-// compute stream; on the CPU that simply means "now". Only download(),
-// synchronize() and wait_fence() block the host.
+// Ordering: every op and replay runs in issue order on the backend's compute
+// stream; on the CPU that simply means "now". Only download(), synchronize(),
+// wait_fence() and elapsed_ms() block the host.
 #pragma once
 
 #include <cstddef>
@@ -13,8 +13,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mlp/buffer.h"
+#include "mlp/optimizer.h"
 
 namespace mlp {
 
@@ -37,17 +39,15 @@ struct CMat {
 enum class Trans { kNo, kYes };
 enum class BackendKind { kCpu, kCuda };
 
-struct AdamHyper {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-};
-
 // metrics points at two doubles in backend memory: {loss_sum, correct_count}.
 inline constexpr int kMetricLossSum = 0;
 inline constexpr int kMetricCorrect = 1;
 inline constexpr int kMetricCount = 2;
+
+// Two timestamps around one GEMM (see Backend::set_gemm_spans).
+struct GemmSpan {
+  uint64_t from, to;
+};
 
 // A recorded step, replayed without re-issuing its ops (a CUDA Graph on CUDA).
 class Graph {
@@ -67,7 +67,6 @@ class Backend {
   Buffer alloc_host(std::size_t bytes);  // host staging memory (pinned on CUDA)
   void upload(void* dst, const void* src, std::size_t bytes);    // blocking
   void download(void* dst, const void* src, std::size_t bytes);  // waits for queued work
-  void fill_zero(void* dst, std::size_t bytes);                  // queued
   void synchronize() { synchronize_impl(); }
 
   // ---- streaming ----------------------------------------------------------
@@ -95,6 +94,10 @@ class Backend {
   uint64_t record_timestamp() { return record_timestamp_impl(); }
   // Milliseconds from timestamp `from` to `to`; blocks until both happened.
   double elapsed_ms(uint64_t from, uint64_t to) { return elapsed_ms_impl(from, to); }
+  // While set, gemm() records a timestamp before and after every GEMM and
+  // appends the pair to *spans: the bench splits a step into GEMMs and the rest
+  // this way. nullptr (the default) turns it off; never set it while capturing.
+  void set_gemm_spans(std::vector<GemmSpan>* spans) { gemm_spans_ = spans; }
 
   // ---- profiling ----------------------------------------------------------
   virtual void push_range(const char* /*name*/) {}  // NVTX range on CUDA
@@ -119,17 +122,18 @@ class Backend {
   // and the number of rows whose argmax equals the label to metrics; when
   // dlogits is non-null writes d(mean loss)/d(logits) = (softmax - onehot) / rows.
   void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* metrics);
-  // *step += 1; then Adam with bias correction at t = *step over n floats.
-  // step lives in backend memory so a captured graph sees it advance.
+  // state->step += 1; then Adam with bias correction at t = state->step over n
+  // floats, with the hyperparameters and learning-rate schedule in *state. The
+  // state lives in backend memory, read at run time, so a captured graph sees
+  // the step advance and the schedule move (see mlp/optimizer.h).
   void adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
-                 const AdamHyper& h, int64_t* step);
+                 OptimizerState* state);
 
  protected:
   virtual void* alloc_impl(std::size_t bytes, Buffer::FreeFn* free_fn) = 0;
   virtual void* alloc_host_impl(std::size_t bytes, Buffer::FreeFn* free_fn) = 0;
   virtual void upload_impl(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void download_impl(void* dst, const void* src, std::size_t bytes) = 0;
-  virtual void fill_zero_impl(void* dst, std::size_t bytes) = 0;
   virtual void synchronize_impl() = 0;
   virtual uint64_t record_compute_event_impl() = 0;
   virtual uint64_t upload_async_impl(void* dst, const void* src, std::size_t bytes,
@@ -149,7 +153,10 @@ class Backend {
   virtual void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
                                  double* metrics) = 0;
   virtual void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
-                              const AdamHyper& h, int64_t* step) = 0;
+                              OptimizerState* state) = 0;
+
+ private:
+  std::vector<GemmSpan>* gemm_spans_ = nullptr;
 };
 
 // RAII profiling range (NVTX on CUDA, nothing on the CPU).
@@ -167,6 +174,8 @@ class ScopedRange {
 struct CpuOptions {
   int threads = 0;  // 0: all cores
 };
+// The thread count a CpuOptions::threads value means on this machine (0: all cores).
+int resolve_cpu_threads(int requested);
 struct CudaOptions {
   int device = 0;
   bool tf32 = false;  // allow TF32 tensor-core math in cuBLAS (default strict FP32)
@@ -191,5 +200,9 @@ struct BackendOptions {
   CudaOptions cuda;
 };
 std::unique_ptr<Backend> make_backend(const BackendOptions& opt);
+// `bench --device all`: the CPU, then CUDA when a device is usable; otherwise
+// *cuda_skipped says why not.
+std::vector<std::unique_ptr<Backend>> make_all_backends(const BackendOptions& opt,
+                                                        std::string* cuda_skipped);
 
 }  // namespace mlp

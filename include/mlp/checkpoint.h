@@ -11,9 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "mlp/backend.h"
 #include "mlp/model.h"
-#include "mlp/trainer.h"
+#include "mlp/optimizer.h"
 
 namespace mlp {
 
@@ -61,16 +60,6 @@ Checkpoint parse_checkpoint(const uint8_t* data, std::size_t size, const std::st
 void save_checkpoint(const std::string& path, const Checkpoint& c);
 Checkpoint load_checkpoint(const std::string& path);
 
-// The checkpoint of `model` (its state is downloaded), trained with `cfg` on
-// `train`, standing at `pos`.
-Checkpoint make_checkpoint(const TrainConfig& cfg, const Model& model, const Dataset& train,
-                           const TrainPosition& pos);
-TrainPosition checkpoint_position(const Checkpoint& c);
-// CRC32 of the training labels: cheap, and tells MNIST from Fashion-MNIST or a subset.
-uint32_t labels_crc32(const Dataset& data);
-
-// "784-500-500-500-10"
-std::string format_sizes(const std::vector<int64_t>& sizes);
 // "784-500-500-500-10, 10 epochs done (6000 Adam steps), pixels / 255, seed 1"
 std::string describe_checkpoint(const Checkpoint& c);
 

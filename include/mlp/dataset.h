@@ -9,7 +9,7 @@
 
 namespace mlp {
 
-// One IDX file, fully validated (see ../shared/DATA.md for the format).
+// One IDX file, fully validated (docs/data.md describes the format).
 struct IdxArray {
   uint8_t type = 0;            // 0x08 = u8, ... (only u8 is accepted by load_split)
   std::vector<uint32_t> dims;  // e.g. {60000, 28, 28}

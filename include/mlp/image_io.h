@@ -30,8 +30,4 @@ GrayImage read_image(const std::string& path);
 GrayImage decode_pgm(const uint8_t* data, std::size_t size, const std::string& name);
 GrayImage decode_png(const uint8_t* data, std::size_t size, const std::string& name);
 
-// Writers, for tests and for users who want to look at an IDX entry.
-std::vector<uint8_t> encode_pgm(const GrayImage& img);  // P5, maxval 255
-void write_png_gray(const std::string& path, const GrayImage& img);
-
 }  // namespace mlp

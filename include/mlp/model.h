@@ -13,12 +13,16 @@
 #include <vector>
 
 #include "mlp/backend.h"
+#include "mlp/optimizer.h"
 
 namespace mlp {
 
 enum class InitScheme { kHe, kNormal };
 InitScheme parse_init(const std::string& s);  // "he" | "normal", else Error(kUsage)
 const char* init_name(InitScheme s);
+
+// "784-500-500-500-10": how every command prints a network's layer sizes.
+std::string format_sizes(const std::vector<int64_t>& sizes);
 
 class ParamLayout {
  public:
@@ -50,10 +54,14 @@ struct ModelState {
   int64_t step = 0;                 // Adam steps taken
 };
 
+// Error(kUsage) naming the hyperparameter when Adam could not work with it
+// (lr, eps not finite and > 0; betas in [0, 1); a schedule's own fields).
+void check_optimizer(const AdamHyper& adam, const LrSchedule& schedule);
+
 class Model {
  public:
-  Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, AdamHyper adam,
-        bool binarize);
+  Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, const AdamHyper& adam,
+        bool binarize, const LrSchedule& schedule = {});
 
   const ParamLayout& layout() const { return layout_; }
   int64_t max_batch() const { return max_batch_; }
@@ -63,6 +71,11 @@ class Model {
   void set_params(const std::vector<float>& host);  // also resets Adam state
   ModelState state() const;                         // downloads (blocks)
   void set_state(const ModelState& s);
+  // Writes new hyperparameters and schedule into backend memory, keeping the
+  // step; a captured graph reads them at its next replay.
+  void set_optimizer(const AdamHyper& adam, const LrSchedule& schedule);
+  const AdamHyper& adam() const { return opt_.adam; }
+  const LrSchedule& schedule() const { return opt_.schedule; }
 
   // images: (batch, inputs) uint8 and labels: (batch) in backend memory.
   // forward leaves the logits in logits(batch).
@@ -81,6 +94,8 @@ class Model {
   // Flat buffers in backend memory (tests compare them across backends).
   const float* params() const { return params_.as<float>(); }
   const float* grads() const { return grads_.as<float>(); }
+  // The OptimizerState in backend memory (the Adam op reads and advances it).
+  OptimizerState* optimizer_state() const { return opt_state_.as<OptimizerState>(); }
 
  private:
   Mat act(int64_t l, int64_t batch) const;
@@ -88,9 +103,9 @@ class Model {
   Backend& be_;
   ParamLayout layout_;
   int64_t max_batch_;
-  AdamHyper adam_;
+  OptimizerState opt_;  // host copy of what is in opt_state_ (its step is not kept current)
   bool binarize_;
-  Buffer params_, grads_, m_, v_, step_;
+  Buffer params_, grads_, m_, v_, opt_state_;
   std::vector<Buffer> acts_;  // acts_[0]: input as float; acts_[l]: layer l's output
   Buffer scratch_[2];         // activation gradients, ping-pong: (max_batch, max_width)
 };

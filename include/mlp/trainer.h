@@ -1,68 +1,49 @@
 // Trainer: the epoch loop. Streams batches through BatchStream, replays the
 // captured training step (or issues it eagerly), keeps loss and accuracy on
 // the backend until the epoch ends, then evaluates on the test set. Knows
-// nothing about CUDA: everything device-specific sits behind Backend.
+// nothing about CUDA (everything device-specific sits behind Backend) nor
+// about the command line: it gets only what it reads (TrainerOptions), and
+// what it reports goes to listeners.
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "mlp/backend.h"
 #include "mlp/batch_stream.h"
 #include "mlp/dataset.h"
+#include "mlp/evaluate.h"
 #include "mlp/model.h"
 
 namespace mlp {
 
-struct TrainConfig {
-  std::string data_dir = "data/mnist";
-  int64_t epochs = 10;
+struct TrainerOptions {
+  int64_t epochs = 10;  // run() trains until this many epochs are complete
   int64_t batch_size = 100;
-  AdamHyper adam;
-  std::vector<int64_t> hidden{500, 500, 500};
-  InitScheme init = InitScheme::kHe;
-  uint64_t seed = 1;
-  bool binarize = false;
-  bool use_graph = true;      // capture the step once and replay it
-  int64_t profile_steps = 0;  // >0: run this many steps inside profiler_start/stop, then stop
+  uint64_t seed = 1;      // the per-epoch shuffle: epoch_permutation(seed, epoch, count)
+  bool use_graph = true;  // capture the step once per input slot and replay it
+  int64_t max_steps = 0;  // > 0: a run() stops after this many steps (profiling, bench)
+  bool evaluate = true;   // test-set evaluation after each complete epoch (with a test set)
+  // Keep a host copy of the model at each epoch's start, so that a non-finite
+  // loss can be traced to its step (costs one download per epoch).
+  bool locate_nonfinite = true;
 };
 
 struct EpochStats {
   int64_t epoch = 0;          // 1-based, as printed
-  int64_t steps = 0;          // optimizer steps in this epoch
+  int64_t steps = 0;          // optimizer steps in this epoch so far
+  bool complete = false;      // all steps_per_epoch() steps done (else cut short)
   double loss = 0;            // mean training loss over the epoch's samples
   double train_accuracy = 0;  // on the training batches as they were seen
+  bool evaluated = false;     // test_loss / test_accuracy hold values
   double test_loss = 0;
   double test_accuracy = 0;
   double seconds = 0;  // training time, test evaluation excluded
   double samples_per_sec = 0;
 };
-
-struct EvalResult {
-  int64_t count = 0;
-  double loss = 0;
-  double accuracy = 0;
-  std::array<std::array<int64_t, kClasses>, kClasses> confusion{};  // [true][predicted]
-};
-
-// A dataset copied into backend memory once, so evaluation needs no per-batch upload.
-class DeviceDataset {
- public:
-  DeviceDataset(Backend& backend, const Dataset& data);
-  const Dataset& host() const { return data_; }
-  const uint8_t* images() const { return images_.as<uint8_t>(); }
-  const uint8_t* labels() const { return labels_.as<uint8_t>(); }
-
- private:
-  const Dataset& data_;
-  Buffer images_, labels_;
-};
-
-// Loss, accuracy and confusion matrix of the model over a whole dataset.
-EvalResult evaluate(Backend& backend, Model& model, const DeviceDataset& data);
 
 // Where training stands: complete epochs, plus steps into the next one with
 // that partial epoch's metric sums, so a run stopped mid-epoch (Ctrl-C) resumes
@@ -79,44 +60,52 @@ class TrainListener {
   virtual ~TrainListener() = default;
   virtual void on_epoch_begin(int64_t /*epoch*/, int64_t /*steps*/) {}
   virtual void on_step(int64_t /*step_in_epoch*/, int64_t /*steps*/) {}
-  // Return false to stop training after this epoch.
+  // After each complete epoch. Return false to stop training after it.
   virtual bool on_epoch_end(const EpochStats& /*stats*/) { return true; }
 };
 
 class Trainer {
  public:
   Trainer(Backend& backend, Model& model, const Dataset& train, const Dataset* test,
-          const TrainConfig& cfg);
+          const TrainerOptions& opt);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
   int64_t steps_per_epoch() const;
-  // Trains epochs first_epoch+1 .. cfg.epochs (first_epoch > 0 when resuming).
-  // Throws Error(kNonFinite) when the epoch's loss is not finite, naming the
-  // first step whose loss was not (found by replaying the epoch; see trainer.cpp).
-  std::vector<EpochStats> run(TrainListener& listener, int64_t first_epoch = 0);
-  // The same from any position (a resumed checkpoint); the model must hold the
-  // state saved at that position. An epoch cut short by request_stop() gets no
-  // on_epoch_end() and no test evaluation.
-  std::vector<EpochStats> run(TrainListener& listener, const TrainPosition& start);
+  // Trains from `start` (a resumed checkpoint's position; the model must hold
+  // the state saved there) until opt.epochs are complete, opt.max_steps steps
+  // ran, request_stop() was called, or a listener returned false. Every
+  // listener hears every event, in the order given. Returns the stats of each
+  // epoch it trained steps in, the last one possibly cut short (complete ==
+  // false; such an epoch gets no on_epoch_end() and no evaluation).
+  // Throws Error(kNonFinite) when an epoch's loss is not finite, naming the
+  // first step whose loss was not (see trainer.cpp).
+  std::vector<EpochStats> run(const std::vector<TrainListener*>& listeners,
+                              const TrainPosition& start = {});
   // Async-signal-safe: the loop stops after the step in progress.
   void request_stop() { stop_requested_.store(true); }
+  // The last run() ended because of request_stop() before all epochs were done.
   bool stopped_early() const { return stopped_early_; }
   // Where the last run() stopped (all epochs done, or the step after a stop).
   const TrainPosition& position() const { return position_; }
+  // Why the step is issued eagerly although opt.use_graph asked for a graph
+  // (capture or instantiation failed), or "" when graphs are in use or were
+  // not asked for. The caller says so once; training goes on either way.
+  const std::string& graph_fallback() const { return graph_fallback_; }
 
  private:
-  EpochStats train_epoch(int64_t epoch, const TrainPosition& from, TrainListener& listener);
+  EpochStats train_epoch(int64_t epoch, const TrainPosition& from, int64_t step_budget,
+                         const std::vector<TrainListener*>& listeners);
   void issue_step(BatchStream& stream, int64_t index);
+  void capture_graphs();
   int64_t find_nonfinite_step(int64_t epoch, const TrainPosition& from, int64_t until,
                               const ModelState& snapshot);
 
   Backend& be_;
   Model& model_;
   const Dataset& train_;
-  const Dataset* test_;
-  TrainConfig cfg_;
+  TrainerOptions opt_;
   std::unique_ptr<DeviceDataset> test_dev_;
   std::unique_ptr<BatchStream> stream_;  // loader thread + pinned staging ring, for all epochs
   Buffer inputs_[2];  // device input slots, alternating so upload i+1 overlaps step i
@@ -126,6 +115,7 @@ class Trainer {
   std::atomic<bool> stop_requested_{false};
   bool stopped_early_ = false;
   TrainPosition position_;
+  std::string graph_fallback_;
 };
 
 }  // namespace mlp

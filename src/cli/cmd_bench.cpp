@@ -2,7 +2,7 @@
 // fixed number of steps and reports throughput, projected epoch time, where a
 // step's time goes (copy / forward / backward / update, GEMMs apart), achieved
 // GFLOP/s against the machine's peak, and the GPU/CPU speed-up. The numbers
-// come from run_bench (src/bench_run.cpp); this file picks what to run and
+// come from run_bench (src/bench/run_bench.cpp); this file picks what to run and
 // prints it, as tables or (--json) one JSON document on stdout.
 #include <fmt/format.h>
 
@@ -12,10 +12,12 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/device_flags.h"
 #include "mlp/backend.h"
 #include "mlp/bench.h"
 #include "mlp/dataset.h"
 #include "mlp/error.h"
+#include "mlp/model.h"
 
 namespace mlp::cli {
 namespace {
@@ -23,12 +25,10 @@ namespace {
 struct BenchOptions {
   BenchConfig cfg;
   std::vector<int64_t> hidden{500, 500, 500};
-  std::string device = "all";
+  DeviceFlags device;  // --device all|cpu|cuda
   std::string data_dir = "data/mnist";
   bool synthetic = false;
-  int threads = 0;
   bool sweep = false;
-  bool tf32 = false;
   bool no_graph = false;
   bool json = false;
 };
@@ -57,12 +57,6 @@ Data load_data(const BenchOptions& o) {
                          o.synthetic ? "" : fmt::format(": no MNIST in {}", o.data_dir));
   }
   return d;
-}
-
-std::string join(const std::vector<int64_t>& v, const char* sep) {
-  std::string s;
-  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + std::to_string(v[i]);
-  return s;
 }
 
 nlohmann::json to_json(const BenchResult& r, double speedup) {
@@ -119,43 +113,39 @@ void print_tables(const std::vector<BenchResult>& rows, const std::vector<double
 }
 
 int run_bench_command(BenchOptions& o) {
-  const int threads = o.threads > 0
-                          ? o.threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = resolve_cpu_threads(o.device.threads);
   const Data data = load_data(o);
   o.cfg.sizes = {data.set.pixels()};
   o.cfg.sizes.insert(o.cfg.sizes.end(), o.hidden.begin(), o.hidden.end());
   o.cfg.sizes.push_back(kClasses);
   o.cfg.use_graph = !o.no_graph;
 
-  // Backends: the CPU always (unless --device cuda); CUDA when usable, or an
-  // error when it was asked for by name.
+  // The backend factory decides: --device all is the CPU plus CUDA when usable
+  // (else a skip line says why); cpu or cuda is that one (cuda fails with the
+  // reason when it is not usable).
   std::vector<std::unique_ptr<Backend>> backends;
-  std::map<std::string, PeakInfo> peaks;
   nlohmann::json skipped = nlohmann::json::array();
-  if (o.device != "cuda") {
-    CpuOptions co;
-    co.threads = threads;
-    backends.push_back(make_cpu_backend(co));
-    peaks["cpu"] = cpu_peak(threads);
+  if (o.device.device == "all") {
+    std::string why;
+    BackendOptions bo = backend_options(DeviceFlags{"auto", o.device.threads, o.device.tf32});
+    backends = make_all_backends(bo, &why);
+    if (!why.empty()) skipped.push_back({{"device", "cuda"}, {"reason", why}});
+  } else {
+    backends.push_back(make_backend(backend_options(o.device)));
   }
-  if (o.device != "cpu") {
-    const std::string why = cuda_unavailable_reason();
-    if (why.empty() || o.device == "cuda") {
-      CudaOptions co;
-      co.tf32 = o.tf32;
-      backends.push_back(make_cuda_backend(co));  // throws with the reason for --device cuda
-      peaks["cuda"] = cuda_peak(co.device);
-    } else {
-      skipped.push_back({{"device", "cuda"}, {"reason", why}});
-    }
+  std::map<std::string, PeakInfo> peaks;
+  for (const auto& be : backends) {
+    if (be->kind() == BackendKind::kCuda)
+      peaks["cuda"] = cuda_peak(0);
+    else
+      peaks["cpu"] = cpu_peak(threads);
   }
 
   const std::vector<int64_t> batches = o.sweep ? kSweepBatches : std::vector<int64_t>{o.cfg.batch};
   std::string intro = fmt::format(
       "mnist-mlp {} bench | model {} | {} threads\ndata   {}\ntiming median of {} repeats x {} "
       "steps{} after {} warm-up steps; phases from eagerly stepped, timed steps\n",
-      MLP_VERSION, join(o.cfg.sizes, "-"), threads, data.what, o.cfg.repeats, o.cfg.steps,
+      MLP_VERSION, format_sizes(o.cfg.sizes), threads, data.what, o.cfg.repeats, o.cfg.steps,
       o.sweep ? fmt::format(" (x {}/batch)", o.cfg.batch) : "", o.cfg.warmup);
   for (const auto& [dev, p] : peaks)
     intro +=
@@ -196,7 +186,7 @@ int run_bench_command(BenchOptions& o) {
       {"layers", o.cfg.sizes},    {"threads", threads},
       {"steps", o.cfg.steps},     {"warmup", o.cfg.warmup},
       {"repeats", o.cfg.repeats}, {"graph", o.cfg.use_graph},
-      {"tf32", o.tf32},           {"sweep", o.sweep},
+      {"tf32", o.device.tf32},    {"sweep", o.sweep},
       {"skipped", skipped}};
   for (const auto& [dev, p] : peaks)
     j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};
@@ -232,16 +222,10 @@ Command add_bench_command(CLI::App& root) {
       ->delimiter(',')
       ->default_str("500,500,500")
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
-  app->add_option("--threads", o->threads, "CPU threads for BLAS and loops (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  app->add_option("--device", o->device, "all (CPU, and CUDA when usable), cpu or cuda")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"all", "cpu", "cuda"}));
+  add_device_flags(app, o->device, /*bench_choices=*/true);
   app->add_flag("--sweep", o->sweep,
                 "One row per batch size 100,256,512,1024,2048,4096, each "
                 "with about steps x batch-size samples");
-  app->add_flag("--tf32", o->tf32, "CUDA: allow TF32 tensor-core math in cuBLAS");
   app->add_flag("--no-graph", o->no_graph, "CUDA: launch each step eagerly, no CUDA Graph");
   app->add_option("--data", o->data_dir,
                   "MNIST directory; synthetic data when it has no "

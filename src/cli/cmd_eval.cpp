@@ -7,12 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_flags.h"
 #include "mlp/backend.h"
 #include "mlp/checkpoint.h"
 #include "mlp/dataset.h"
 #include "mlp/error.h"
+#include "mlp/evaluate.h"
 #include "mlp/model.h"
-#include "mlp/trainer.h"
 
 namespace mlp::cli {
 namespace {
@@ -21,8 +22,7 @@ struct EvalOptions {
   std::string model;
   std::string data_dir = "data/mnist";
   std::string split = "test";
-  std::string device = "auto";
-  int threads = 0;
+  DeviceFlags device;
   int64_t batch = 1000;
   bool json = false;
 };
@@ -74,9 +74,7 @@ void print_json(const EvalOptions& o, const Checkpoint& c, const Dataset& ds, co
 
 int run_eval(const EvalOptions& o) {
   const Checkpoint c = load_checkpoint(o.model);
-  BackendOptions bo;
-  bo.device = parse_device(o.device);
-  bo.cpu.threads = o.threads;
+  const BackendOptions bo = backend_options(o.device);
   const Dataset ds =
       load_split(o.data_dir, o.split == "train" ? Split::kTrain : Split::kTest, c.sizes.front());
   if (ds.rows != c.image_rows || ds.cols != c.image_cols)
@@ -109,12 +107,7 @@ Command add_eval_command(CLI::App& root) {
   app->add_option("--split", o->split, "Which split to evaluate: test or train")
       ->capture_default_str()
       ->check(CLI::IsMember({"test", "train"}));
-  app->add_option("--device", o->device, "auto (CUDA if a device is usable), cpu or cuda")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app->add_option("--threads", o->threads, "CPU threads (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_device_flags(app, o->device);
   app->add_option("--batch-size", o->batch, "Images per forward pass")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));

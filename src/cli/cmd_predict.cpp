@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_flags.h"
 #include "mlp/backend.h"
 #include "mlp/checkpoint.h"
 #include "mlp/dataset.h"
@@ -26,8 +27,7 @@ struct PredictOptions {
   std::vector<int64_t> index;
   bool invert = false;
   bool json = false;
-  std::string device = "auto";
-  int threads = 0;
+  DeviceFlags device;
 };
 
 struct Input {
@@ -104,9 +104,7 @@ int run_predict(const PredictOptions& o) {
   if (!o.idx.empty())
     for (Input& x : idx_inputs(o, c)) inputs.push_back(std::move(x));
 
-  BackendOptions bo;
-  bo.device = parse_device(o.device);
-  bo.cpu.threads = o.threads;
+  const BackendOptions bo = backend_options(o.device);
   std::unique_ptr<Backend> be = make_backend(bo);
   constexpr int64_t kBatch = 256;
   const auto n = static_cast<int64_t>(inputs.size());
@@ -163,12 +161,7 @@ Command add_predict_command(CLI::App& root) {
   app->add_flag("--invert", o->invert,
                 "Invert pixels first (for a dark digit on a light background)");
   app->add_flag("--json", o->json, "Print one JSON object instead of lines");
-  app->add_option("--device", o->device, "auto (CUDA if a device is usable), cpu or cuda")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app->add_option("--threads", o->threads, "CPU threads (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_device_flags(app, o->device);
   return {app, [o] { return run_predict(*o); }};
 }
 

@@ -1,39 +1,33 @@
-// mnist-mlp train: flags -> TrainConfig -> backend, data, model -> Trainer.
+// mnist-mlp train: flags -> RunConfig -> backend, data, model -> Trainer, with
+// the reporter and the checkpoint saver listening.
 #include <fmt/format.h>
 
 #include <optional>
-#include <thread>
 
 #include "cli/commands.h"
+#include "cli/device_flags.h"
 #include "cli/reporter.h"
+#include "cli/run_config.h"
+#include "cli/signals.h"
 #include "cli/train_checkpoint.h"
 #include "mlp/backend.h"
 #include "mlp/dataset.h"
 #include "mlp/error.h"
 #include "mlp/model.h"
-#include "mlp/signals.h"
 #include "mlp/trainer.h"
 
 namespace mlp::cli {
 namespace {
 
 struct TrainOptions {
-  TrainConfig cfg;
-  std::string device = "auto";
+  RunConfig cfg;
+  DeviceFlags device;
   std::string init = "he";
-  int threads = 0;
-  bool tf32 = false;
   bool no_graph = false;
   bool quiet = false;
   std::string log_json;
   CheckpointOptions ckpt;
 };
-
-std::string join_sizes(const std::vector<int64_t>& v) {
-  std::string s;
-  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "-" : "") + std::to_string(v[i]);
-  return s;
-}
 
 // After the first Ctrl-C: save where training stopped (when --save is given),
 // say where, and return 130.
@@ -59,40 +53,13 @@ int finish_interrupted(Reporter& report, CheckpointSaver& saver, const Trainer& 
   return static_cast<int>(ExitCode::kInterrupted);
 }
 
-int run_train(TrainOptions& o, const CLI::App& app) {
-  TrainConfig& cfg = o.cfg;
-  cfg.init = parse_init(o.init);
-  InterruptGuard interrupt;  // until a trainer is attached, Ctrl-C exits at once
-  cfg.use_graph = !o.no_graph;
-  BackendOptions bo;
-  bo.device = parse_device(o.device);
-  bo.cpu.threads = o.threads;
-  bo.cuda.tf32 = o.tf32;
-
-  Reporter report(o.quiet, o.log_json);  // opens --log-json first: fail before any work
-  check_checkpoint_options(o.ckpt, cfg);
-  std::optional<Checkpoint> resumed;
-  if (!o.ckpt.resume.empty()) resumed = apply_resume(o.ckpt, app, cfg);
-  std::unique_ptr<Backend> backend = make_backend(bo);
-  const Dataset train = load_split(cfg.data_dir, Split::kTrain);
-  const Dataset test = load_split(cfg.data_dir, Split::kTest);
-  if (resumed) check_resume_data(*resumed, o.ckpt.resume, train);
-
-  std::vector<int64_t> sizes{train.pixels()};
-  sizes.insert(sizes.end(), cfg.hidden.begin(), cfg.hidden.end());
-  sizes.push_back(kClasses);
-  Model model(*backend, sizes, cfg.batch_size, cfg.adam, cfg.binarize);
-  if (resumed)
-    model.set_state(resumed->state);
-  else
-    model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-  Trainer trainer(*backend, model, train, &test, cfg);
-  InterruptGuard::Attachment stop_on_interrupt(trainer);
-  CheckpointSaver saver(report, o.ckpt, cfg, model, train, trainer);
-
+void print_header(Reporter& report, const RunConfig& cfg, const Backend& backend,
+                  const Dataset& train, const Dataset& test, const Model& model,
+                  const Trainer& trainer) {
+  const std::vector<int64_t>& sizes = model.layout().sizes();
   const nlohmann::json fields = {{"version", MLP_VERSION},
-                                 {"device", backend->kind() == BackendKind::kCuda ? "cuda" : "cpu"},
-                                 {"backend", backend->describe()},
+                                 {"device", backend.kind() == BackendKind::kCuda ? "cuda" : "cpu"},
+                                 {"backend", backend.describe()},
                                  {"data", cfg.data_dir},
                                  {"train_samples", train.count},
                                  {"test_samples", test.count},
@@ -105,7 +72,7 @@ int run_train(TrainOptions& o, const CLI::App& app) {
                                  {"init", init_name(cfg.init)},
                                  {"seed", cfg.seed},
                                  {"binarize", cfg.binarize},
-                                 {"graph", cfg.use_graph}};
+                                 {"graph", cfg.use_graph && trainer.graph_fallback().empty()}};
   report.header(
       fields,
       fmt::format(
@@ -113,11 +80,43 @@ int run_train(TrainOptions& o, const CLI::App& app) {
           "data   {}: {} train, {} test ({})\n"
           "model  {} ({:L} parameters), init {}, Adam lr {:g}, batch {}, {} epochs, "
           "seed {}{}{}\n",
-          MLP_VERSION, backend->describe(), cfg.data_dir, train.count, test.count,
-          cfg.binarize ? "binarized pixels" : "pixels / 255", join_sizes(sizes),
+          MLP_VERSION, backend.describe(), cfg.data_dir, train.count, test.count,
+          cfg.binarize ? "binarized pixels" : "pixels / 255", format_sizes(sizes),
           model.layout().parameter_count(), init_name(cfg.init), cfg.adam.lr, cfg.batch_size,
           cfg.epochs, cfg.seed, cfg.use_graph ? "" : ", no graph",
           cfg.profile_steps > 0 ? fmt::format(", profiling {} steps", cfg.profile_steps) : ""));
+  if (!trainer.graph_fallback().empty())
+    report.warn(
+        fmt::format("CUDA Graph capture failed, so every step is launched eagerly "
+                    "(slower, same results): {}",
+                    trainer.graph_fallback()));
+}
+
+int run_train(TrainOptions& o, const CLI::App& app) {
+  RunConfig& cfg = o.cfg;
+  cfg.init = parse_init(o.init);
+  InterruptGuard interrupt;  // until a trainer is attached, Ctrl-C exits at once
+  cfg.use_graph = !o.no_graph;
+  const BackendOptions bo = backend_options(o.device);
+
+  Reporter report(o.quiet, o.log_json);  // opens --log-json first: fail before any work
+  check_checkpoint_options(o.ckpt, cfg);
+  std::optional<Checkpoint> resumed;
+  if (!o.ckpt.resume.empty()) resumed = apply_resume(o.ckpt, app, cfg);
+  std::unique_ptr<Backend> backend = make_backend(bo);
+  const Dataset train = load_split(cfg.data_dir, Split::kTrain);
+  const Dataset test = load_split(cfg.data_dir, Split::kTest);
+  if (resumed) check_resume_data(*resumed, o.ckpt.resume, train);
+
+  Model model(*backend, layer_sizes(cfg, train.pixels()), cfg.batch_size, cfg.adam, cfg.binarize);
+  if (resumed)
+    model.set_state(resumed->state);
+  else
+    model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
+  Trainer trainer(*backend, model, train, &test, trainer_options(cfg));
+  InterruptGuard::Attachment stop_on_interrupt(trainer);
+  CheckpointSaver saver(report, o.ckpt, cfg, model, train, trainer);
+  print_header(report, cfg, *backend, train, test, model, trainer);
 
   if (resumed) {
     report.say(fmt::format("resumed from {}: {} epoch{} done, step {} of {} in the next",
@@ -129,21 +128,27 @@ int run_train(TrainOptions& o, const CLI::App& app) {
                   {"epochs_done", resumed->epochs_done},
                   {"step_in_epoch", resumed->step_in_epoch}});
   }
+  // A profile run is bracketed by cudaProfilerStart/Stop (nsys/ncu capture ranges).
+  if (cfg.profile_steps > 0) backend->profiler_start();
   std::vector<EpochStats> epochs;
   try {
-    epochs = trainer.run(saver, resumed ? checkpoint_position(*resumed) : TrainPosition{});
+    epochs =
+        trainer.run({&report, &saver}, resumed ? checkpoint_position(*resumed) : TrainPosition{});
   } catch (const Error& e) {
     if (e.code() != ExitCode::kNonFinite || !saver.enabled()) throw;
     throw Error(e.code(), fmt::format("{}; nothing was saved after the divergence, so {} keeps "
                                       "its last good checkpoint (if any)",
                                       e.what(), o.ckpt.save));
   }
+  if (cfg.profile_steps > 0) {
+    backend->synchronize();
+    backend->profiler_stop();
+  }
   if (interrupt.interrupted()) return finish_interrupted(report, saver, trainer, o.ckpt);
   double seconds = 0;
   for (const auto& e : epochs) seconds += e.seconds;
   if (cfg.profile_steps > 0) {
-    report.say(fmt::format("profiled {} steps in {:.3f} s", epochs.empty() ? 0 : epochs[0].steps,
-                           seconds));
+    report.say(fmt::format("profiled {} steps in {:.3f} s", cfg.profile_steps, seconds));
     return 0;
   }
   saver.save(trainer.position());
@@ -169,7 +174,7 @@ const CLI::Validator kPositive(
 
 Command add_train_command(CLI::App& root) {
   auto o = std::make_shared<TrainOptions>();
-  TrainConfig& c = o->cfg;
+  RunConfig& c = o->cfg;
   CLI::App* app = root.add_subcommand("train", "Train the MLP on MNIST-format data");
   app->add_option("--data", c.data_dir, "Directory with the four MNIST IDX files (raw or .gz)")
       ->capture_default_str();
@@ -197,21 +202,14 @@ Command add_train_command(CLI::App& root) {
       ->capture_default_str()
       ->check(CLI::IsMember({"he", "normal"}));
   app->add_option("--seed", c.seed, "Seed for init and shuffling")->capture_default_str();
-  app->add_option("--device", o->device, "auto (CUDA if a device is usable), cpu or cuda")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app->add_option("--threads", o->threads, "CPU threads for BLAS and loops (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_device_flags(app, o->device);
   app->add_flag("--binarize", c.binarize,
                 "Threshold pixels at 128 to 0/1 instead of scaling by 1/255");
-  app->add_flag("--tf32", o->tf32,
-                "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
   app->add_flag("--no-graph", o->no_graph,
                 "CUDA: issue each step's kernels eagerly instead of replaying a CUDA Graph");
-  app->add_option(
-         "--profile-steps", c.profile_steps,
-         "Run N steps inside cudaProfilerStart/Stop (for nsys/ncu), then exit (default: off)")
+  app->add_option("--profile-steps", c.profile_steps,
+                  "Train N steps inside cudaProfilerStart/Stop (for nsys/ncu), evaluate "
+                  "nothing, then exit (default: off)")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   app->add_option("--log-json", o->log_json,
                   "Write JSON lines (start, epoch, summary) to FILE (default: none)");

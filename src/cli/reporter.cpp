@@ -40,6 +40,13 @@ void Reporter::say(const std::string& line) {
   std::fflush(stdout);
 }
 
+void Reporter::warn(const std::string& line) {
+  clear_progress();
+  std::fflush(stdout);
+  fmt::print(stderr, "mnist-mlp: warning: {}\n", line);
+  event({{"event", "warning"}, {"message", line}});
+}
+
 void Reporter::header(const nlohmann::json& fields, const std::string& text) {
   if (fields.contains("epochs")) epochs_total_ = fields["epochs"].get<int64_t>();
   nlohmann::json j = fields;
@@ -81,11 +88,12 @@ void Reporter::on_step(int64_t step, int64_t steps) {
 }
 
 bool Reporter::on_epoch_end(const EpochStats& s) {
-  say(
-      fmt::format("epoch {:>3}/{}  loss {:.4f}  train {:6.2f}%  test {:6.2f}%  {:7.2f} s  "
-                  "{:>8.0f} samples/s",
-                  s.epoch, epochs_total_, s.loss, 100 * s.train_accuracy, 100 * s.test_accuracy,
-                  s.seconds, s.samples_per_sec));
+  const std::string test =
+      s.evaluated ? fmt::format("{:6.2f}%", 100 * s.test_accuracy) : std::string("      -");
+  say(fmt::format(
+      "epoch {:>3}/{}  loss {:.4f}  train {:6.2f}%  test {}  {:7.2f} s  "
+      "{:>8.0f} samples/s",
+      s.epoch, epochs_total_, s.loss, 100 * s.train_accuracy, test, s.seconds, s.samples_per_sec));
   event({{"event", "epoch"},
          {"epoch", s.epoch},
          {"steps", s.steps},

@@ -26,8 +26,9 @@ class Reporter final : public TrainListener {
   void on_step(int64_t step, int64_t steps) override;
   bool on_epoch_end(const EpochStats& s) override;
   void summary(const EpochStats* last, double train_seconds, int64_t epochs_run);
-  void event(nlohmann::json j);       // any other JSON line (checkpoint saved, ...)
-  void say(const std::string& line);  // a human line unless --quiet
+  void event(nlohmann::json j);        // any other JSON line (checkpoint saved, ...)
+  void say(const std::string& line);   // a human line unless --quiet
+  void warn(const std::string& line);  // "mnist-mlp: warning: ..." on stderr, even with --quiet
 
  private:
   void clear_progress();

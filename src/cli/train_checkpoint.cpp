@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <zlib.h>
 
 #include "mlp/error.h"
 #include "mlp/file_io.h"
@@ -29,7 +30,7 @@ void add_checkpoint_options(CLI::App* app, CheckpointOptions& o) {
       ->type_name("FILE");
 }
 
-void check_checkpoint_options(const CheckpointOptions& o, const TrainConfig& cfg) {
+void check_checkpoint_options(const CheckpointOptions& o, const RunConfig& cfg) {
   if (cfg.profile_steps > 0 && (!o.save.empty() || !o.resume.empty()))
     throw usage_error(
         "--profile-steps runs a short capture; it cannot be combined with --save "
@@ -56,7 +57,7 @@ void agree(const CLI::App& app, const char* flag, T& value, const T& stored,
 
 }  // namespace
 
-Checkpoint apply_resume(const CheckpointOptions& o, const CLI::App& app, TrainConfig& cfg) {
+Checkpoint apply_resume(const CheckpointOptions& o, const CLI::App& app, RunConfig& cfg) {
   Checkpoint c = load_checkpoint(o.resume);
   const std::string& p = o.resume;
   const std::vector<int64_t> hidden(c.sizes.begin() + 1, c.sizes.end() - 1);
@@ -103,9 +104,43 @@ void check_resume_data(const Checkpoint& c, const std::string& path, const Datas
         path, c.train_count, c.train_labels_crc, train.labels_path, train.count, crc));
 }
 
-CheckpointSaver::CheckpointSaver(Reporter& report, const CheckpointOptions& o,
-                                 const TrainConfig& cfg, const Model& model, const Dataset& train,
-                                 const Trainer& trainer)
+// ---- from the run to the file format -------------------------------------------------------
+
+uint32_t labels_crc32(const Dataset& data) {
+  return static_cast<uint32_t>(
+      crc32_z(crc32_z(0L, Z_NULL, 0), data.labels.data(), data.labels.size()));
+}
+
+Checkpoint make_checkpoint(const RunConfig& cfg, const Model& model, const Dataset& train,
+                           const TrainPosition& pos) {
+  Checkpoint c;
+  c.sizes = model.layout().sizes();
+  c.image_rows = train.rows;
+  c.image_cols = train.cols;
+  c.batch_size = cfg.batch_size;
+  c.adam = cfg.adam;
+  c.init = cfg.init;
+  c.binarize = cfg.binarize;
+  c.seed = cfg.seed;
+  c.epochs = cfg.epochs;
+  c.train_count = train.count;
+  c.train_labels_crc = labels_crc32(train);
+  c.epochs_done = pos.epoch;
+  c.step_in_epoch = pos.step;
+  c.epoch_loss_sum = pos.loss_sum;
+  c.epoch_correct = pos.correct;
+  c.state = model.state();
+  return c;
+}
+
+TrainPosition checkpoint_position(const Checkpoint& c) {
+  return {c.epochs_done, c.step_in_epoch, c.epoch_loss_sum, c.epoch_correct};
+}
+
+// ---- saving during training ----------------------------------------------------------------
+
+CheckpointSaver::CheckpointSaver(Reporter& report, const CheckpointOptions& o, const RunConfig& cfg,
+                                 const Model& model, const Dataset& train, const Trainer& trainer)
     : report_(report), opt_(o), cfg_(cfg), model_(model), train_(train), trainer_(trainer) {}
 
 void CheckpointSaver::save(const TrainPosition& pos) {
@@ -125,16 +160,9 @@ void CheckpointSaver::save(const TrainPosition& pos) {
                  {"step", step}});
 }
 
-void CheckpointSaver::on_epoch_begin(int64_t epoch, int64_t steps) {
-  report_.on_epoch_begin(epoch, steps);
-}
-
-void CheckpointSaver::on_step(int64_t step, int64_t steps) { report_.on_step(step, steps); }
-
 bool CheckpointSaver::on_epoch_end(const EpochStats& s) {
-  const bool go_on = report_.on_epoch_end(s);
   if (opt_.every > 0 && s.epoch % opt_.every == 0) save(trainer_.position());
-  return go_on;
+  return true;
 }
 
 }  // namespace mlp::cli

@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <thread>
 
 #include "cpu/cpu_ops.h"
 #include "cpu/thread_pool.h"
@@ -31,7 +30,7 @@ class CpuGraph final : public Graph {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuOptions& opt) : pool_(resolve_threads(opt.threads)) {
+  explicit CpuBackend(const CpuOptions& opt) : pool_(resolve_cpu_threads(opt.threads)) {
     openblas_set_num_threads(1);
   }
 
@@ -61,7 +60,6 @@ class CpuBackend final : public Backend {
   void download_impl(void* dst, const void* src, std::size_t bytes) override {
     std::memcpy(dst, src, bytes);
   }
-  void fill_zero_impl(void* dst, std::size_t bytes) override { std::memset(dst, 0, bytes); }
   void synchronize_impl() override {}
   uint64_t record_compute_event_impl() override { return ++events_; }
   uint64_t upload_async_impl(void* dst, const void* src, std::size_t bytes, uint64_t) override {
@@ -101,17 +99,11 @@ class CpuBackend final : public Backend {
     cpu::softmax_xent(logits, labels, dlogits, metrics);
   }
   void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
-                      const AdamHyper& h, int64_t* step) override {
-    cpu::adam_step(pool_, params, grads, m, v, n, h, step);
+                      OptimizerState* state) override {
+    cpu::adam_step(pool_, params, grads, m, v, n, state);
   }
 
  private:
-  static int resolve_threads(int requested) {
-    if (requested > 0) return requested;
-    const auto hw = static_cast<int>(std::thread::hardware_concurrency());
-    return hw > 0 ? hw : 1;
-  }
-
   ThreadPool pool_;
   uint64_t events_ = 0;
   uint64_t timestamps_recorded_ = 0;

@@ -134,20 +134,16 @@ void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* me
 
 namespace {
 
-// The hot loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at
-// load time, so one binary is fast on any x86-64 without -march=native. Only
-// IEEE-exact operations (+ - * / sqrt, no FMA contraction: ISO C++ mode) are
-// used, so every clone gives bit-identical results.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MLP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MLP_VECTOR_CLONES
-#endif
-
-MLP_VECTOR_CLONES
-void adam_range(float* __restrict params, const float* __restrict grads, float* __restrict m,
-                float* __restrict v, int64_t begin, int64_t end, float b1, float b2,
-                float step_size, float inv_sqrt_bc2, float eps) {
+// The Adam loop over [begin, end). Only IEEE-exact operations (+ - * / sqrt)
+// and the whole library is compiled with -ffp-contract=off, so no variant fuses
+// a*b+c into an FMA: every vector width gives the same bits (tested), and they
+// equal the CUDA kernel's __fmul_rn/__fadd_rn arithmetic.
+inline __attribute__((always_inline)) void adam_loop(float* __restrict params,
+                                                     const float* __restrict grads,
+                                                     float* __restrict m, float* __restrict v,
+                                                     int64_t begin, int64_t end, float b1, float b2,
+                                                     float step_size, float inv_sqrt_bc2,
+                                                     float eps) {
   for (int64_t i = begin; i < end; ++i) {
     const float g = grads[i];
     const float mi = b1 * m[i] + (1.0f - b1) * g;
@@ -158,21 +154,62 @@ void adam_range(float* __restrict params, const float* __restrict grads, float* 
   }
 }
 
+#define MLP_ADAM_ARGS                                                                       \
+  float *__restrict params, const float *__restrict grads, float *__restrict m,             \
+      float *__restrict v, int64_t begin, int64_t end, float b1, float b2, float step_size, \
+      float inv_sqrt_bc2, float eps
+#define MLP_ADAM_CALL params, grads, m, v, begin, end, b1, b2, step_size, inv_sqrt_bc2, eps
+
+void adam_range_baseline(MLP_ADAM_ARGS) { adam_loop(MLP_ADAM_CALL); }
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) void adam_range_avx2(MLP_ADAM_ARGS) {
+  adam_loop(MLP_ADAM_CALL);
+}
+__attribute__((target("avx512f"))) void adam_range_avx512(MLP_ADAM_ARGS) {
+  adam_loop(MLP_ADAM_CALL);
+}
+#endif
+
+}  // namespace
+
+std::vector<AdamVariant> adam_variants() {
+  std::vector<AdamVariant> all{{"baseline", adam_range_baseline, true}};
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  all.push_back(
+      {"avx2", adam_range_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")});
+  all.push_back({"avx512f", adam_range_avx512, __builtin_cpu_supports("avx512f") != 0});
+#endif
+  return all;
+}
+
+namespace {
+
+// The widest variant this CPU runs, picked once.
+AdamRangeFn best_adam_range() {
+  static const AdamRangeFn fn = [] {
+    AdamRangeFn best = adam_range_baseline;
+    for (const AdamVariant& v : adam_variants())
+      if (v.supported) best = v.fn;
+    return best;
+  }();
+  return fn;
+}
+
 }  // namespace
 
 void adam_step(ThreadPool& pool, float* params, const float* grads, float* m, float* v, int64_t n,
-               const AdamHyper& h, int64_t* step) {
-  // PyTorch's form of Adam with bias correction:
-  //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-  // The two scalars are computed in double and rounded once; the CUDA kernel
-  // does the same, so both backends apply bit-identical factors.
-  const int64_t t = ++*step;
-  const double bc1 = 1.0 - std::pow(static_cast<double>(h.beta1), static_cast<double>(t));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(h.beta2), static_cast<double>(t));
-  const auto step_size = static_cast<float>(static_cast<double>(h.lr) / bc1);
-  const auto inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+               OptimizerState* state) {
+  // PyTorch's form of Adam with bias correction (mlp/optimizer.h):
+  //   p -= step_size(t) * m / (sqrt(v) * inv_sqrt_bc2(t) + eps)
+  // adam_factors computes both scalars in double and rounds once, exactly as
+  // the CUDA kernel does, so both backends apply bit-identical factors.
+  const int64_t t = ++state->step;
+  const AdamFactors f = adam_factors(*state, t);
+  const AdamHyper h = state->adam;
+  const AdamRangeFn range = best_adam_range();
   pool.parallel_for(n, kMinElementsPerTask, 16, [&](int64_t begin, int64_t end) {
-    adam_range(params, grads, m, v, begin, end, h.beta1, h.beta2, step_size, inv_sqrt_bc2, h.eps);
+    range(params, grads, m, v, begin, end, h.beta1, h.beta2, f.step_size, f.inv_sqrt_bc2, h.eps);
   });
 }
 

@@ -4,7 +4,6 @@
 // memory on a separate copy stream, and events hand each batch over in both
 // directions. Only download(), synchronize(), wait_fence() and elapsed_ms()
 // block the host; alloc() blocks too, but is never called inside a step.
-#include <cublas_v2.h>
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
@@ -14,16 +13,14 @@
 #include <climits>
 #include <cstring>
 
-#include "cuda/cuda_check.h"   // defines: MLP_CUDA_CHECK, MLP_CUBLAS_CHECK
-#include "cuda/cuda_info.h"    // defines: device_problem
-#include "cuda/cuda_memory.h"  // defines: free_device, free_pinned
+#include "cuda/cublas_api.h"    // defines: cublas(), the dlopen'd cuBLAS
+#include "cuda/cublas_check.h"  // defines: MLP_CUBLAS_CHECK (and MLP_CUDA_CHECK)
+#include "cuda/cuda_info.h"     // defines: device_problem
+#include "cuda/cuda_memory.h"   // defines: free_device, free_pinned
 #include "kernels/adam.cuh"
-#include "kernels/bias_forward.cuh"
 #include "kernels/bias_grad.cuh"
-#include "kernels/bias_relu_forward.cuh"
-#include "kernels/relu_backward.cuh"
+#include "kernels/elementwise.cuh"  // defines: u8_to_float, bias_relu_forward, bias_forward, ...
 #include "kernels/softmax_xent.cuh"
-#include "kernels/u8_to_float.cuh"
 #include "mlp/backend.h"
 #include "mlp/error.h"
 
@@ -94,7 +91,9 @@ class CudaBackend final : public Backend {
                       "({:.1f} MiB) but only {} bytes ({:.1f} MiB) of {:.1f} MiB are free",
                       device_, bytes, mib(bytes), free_bytes, mib(free_bytes), mib(total_bytes)));
     }
-    if (e != cudaSuccess) cuda::throw_cuda_error(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
+    if (e != cudaSuccess)
+      cuda::throw_device_error("CUDA", "cudaMalloc(&p, bytes)", __func__, __FILE__, __LINE__,
+                               cuda::cuda_error_text(e));
     try {
       // Zero-filled as the seam promises. Synchronous, so that a later copy on
       // the copy stream can never race with this memset on the compute stream.
@@ -132,9 +131,6 @@ class CudaBackend final : public Backend {
     // stream's uploads that the compute stream was told to wait for.
     MLP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, compute_));
     MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
-  }
-  void fill_zero_impl(void* dst, std::size_t bytes) override {
-    MLP_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, compute_));
   }
   void synchronize_impl() override {
     MLP_CUDA_CHECK(cudaStreamSynchronize(copy_));
@@ -226,10 +222,11 @@ class CudaBackend final : public Backend {
     // row-major buffers already are those transposes, so swap a and b.
     const int m = to_int(c.rows, "m"), n = to_int(c.cols, "n");
     const int k = to_int(ta == Trans::kNo ? a.cols : a.rows, "k");
-    MLP_CUBLAS_CHECK(cublasSgemm(cublas_, tb == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T,
-                                 ta == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T, n, m, k, &alpha,
-                                 b.data, to_int(b.cols, "ldb"), a.data, to_int(a.cols, "lda"),
-                                 &beta, c.data, to_int(c.cols, "ldc")));
+    MLP_CUBLAS_CHECK(
+        cuda::cublas().cublasSgemm(cublas_, tb == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T,
+                                   ta == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T, n, m, k, &alpha,
+                                   b.data, to_int(b.cols, "ldb"), a.data, to_int(a.cols, "lda"),
+                                   &beta, c.data, to_int(c.cols, "ldc")));
   }
   void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
     kernels::u8_to_float(in, out.data, out.size(), binarize, compute_);
@@ -252,8 +249,8 @@ class CudaBackend final : public Backend {
                           compute_);
   }
   void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
-                      const AdamHyper& h, int64_t* step) override {
-    kernels::adam_step(params, grads, m, v, n, h, step, compute_);
+                      OptimizerState* state) override {
+    kernels::adam_step(params, grads, m, v, n, state, compute_);
   }
 
  private:
@@ -274,21 +271,22 @@ class CudaBackend final : public Backend {
       MLP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
     for (auto& e : timestamps_) MLP_CUDA_CHECK(cudaEventCreate(&e));
 
-    MLP_CUBLAS_CHECK(cublasCreate(&cublas_));
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasCreate(&cublas_));
     // SetStream resets the workspace to cuBLAS's own pool, so set the workspace after it.
-    MLP_CUBLAS_CHECK(cublasSetStream(cublas_, compute_));
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetStream(cublas_, compute_));
     Buffer::FreeFn free_fn = nullptr;
     void* ws = alloc_impl(kCublasWorkspaceBytes, &free_fn);
     workspace_ = Buffer(ws, kCublasWorkspaceBytes, free_fn);
-    MLP_CUBLAS_CHECK(cublasSetWorkspace(cublas_, workspace_.data(), kCublasWorkspaceBytes));
+    MLP_CUBLAS_CHECK(
+        cuda::cublas().cublasSetWorkspace(cublas_, workspace_.data(), kCublasWorkspaceBytes));
     // Strict FP32 unless --tf32. Atomics stay at cuBLAS's default (not allowed),
     // which keeps every GEMM deterministic run to run.
-    MLP_CUBLAS_CHECK(
-        cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetMathMode(
+        cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     warm_up_cublas();
 
     int cublas_version = 0;
-    MLP_CUBLAS_CHECK(cublasGetVersion(cublas_, &cublas_version));
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasGetVersion(cublas_, &cublas_version));
     describe_ =
         fmt::format("cuda: {} (device {}, sm_{}{}, {} SMs, {:.1f} GiB), cuBLAS {}.{}.{}, {} GEMM",
                     prop.name, device_, prop.major, prop.minor, prop.multiProcessorCount,
@@ -306,8 +304,9 @@ class CudaBackend final : public Backend {
     const Buffer scratch(p, 3 * kN * kN * sizeof(float), free_fn);
     const float one = 1.0f, zero = 0.0f;
     float* a = scratch.as<float>();
-    MLP_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &one, a, kN,
-                                 a + kN * kN, kN, &zero, a + 2 * kN * kN, kN));
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &one,
+                                                a, kN, a + kN * kN, kN, &zero, a + 2 * kN * kN,
+                                                kN));
     MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
   }
 
@@ -315,7 +314,7 @@ class CudaBackend final : public Backend {
     // Never throws: each handle is destroyed if it was created, errors ignored.
     if (compute_) (void)cudaStreamSynchronize(compute_);
     if (copy_) (void)cudaStreamSynchronize(copy_);
-    if (cublas_) (void)cublasDestroy(cublas_);
+    if (cublas_) (void)cuda::cublas().cublasDestroy(cublas_);
     cublas_ = nullptr;
     workspace_.reset();
     for (auto* pool : {&compute_events_, &copy_events_})

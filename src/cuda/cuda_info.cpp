@@ -6,7 +6,6 @@
 // misleading "driver version is insufficient".
 #include "cuda/cuda_info.h"
 
-#include <cublas_api.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 #include <fmt/format.h>
@@ -15,6 +14,7 @@
 #include <fstream>
 #include <regex>
 
+#include "cuda/cublas_api.h"
 #include "kernels/probe.cuh"
 #include "mlp/backend.h"
 
@@ -47,12 +47,14 @@ std::string driver_release() {
 }
 
 std::string cublas_version() {
+  if (!cuda::cublas_load_error().empty()) return "not loadable: " + cuda::cublas_load_error();
+  const cuda::CublasApi& api = cuda::cublas();
   int major = 0, minor = 0, patch = 0;
-  if (cublasGetProperty(MAJOR_VERSION, &major) != CUBLAS_STATUS_SUCCESS ||
-      cublasGetProperty(MINOR_VERSION, &minor) != CUBLAS_STATUS_SUCCESS ||
-      cublasGetProperty(PATCH_LEVEL, &patch) != CUBLAS_STATUS_SUCCESS)
+  if (api.cublasGetProperty(MAJOR_VERSION, &major) != CUBLAS_STATUS_SUCCESS ||
+      api.cublasGetProperty(MINOR_VERSION, &minor) != CUBLAS_STATUS_SUCCESS ||
+      api.cublasGetProperty(PATCH_LEVEL, &patch) != CUBLAS_STATUS_SUCCESS)
     return "unknown";
-  return fmt::format("{}.{}.{}", major, minor, patch);
+  return fmt::format("{}.{}.{} (loaded at run time)", major, minor, patch);
 }
 
 // cuDNN is never linked into mnist-mlp (only the GPU tests use it); report
@@ -96,7 +98,11 @@ std::string compute_unavailable_reason() {
     return fmt::format("CUDA could not start: {} ({})", cudaGetErrorString(e), cudaGetErrorName(e));
   }
   if (count == 0) return "the NVIDIA driver is loaded but found no CUDA device";
-  return cuda::device_problem(0);
+  const std::string problem = cuda::device_problem(0);
+  if (!problem.empty()) return problem;
+  if (!cuda::cublas_load_error().empty())
+    return "a CUDA device is present but cuBLAS is not: " + cuda::cublas_load_error();
+  return "";
 }
 
 }  // namespace

@@ -255,12 +255,14 @@ TEST_F(CudaTest, AdamMatchesCpu) {
       const auto run = [&](Backend& be) {
         DeviceVec<float> dp(be, random_floats(sn, 31, 0.1)), dm(be, random_floats(sn, 32, 0.01));
         DeviceVec<float> dv(be, v0);
-        DeviceVec<int64_t> dstep(be, {first_step});
+        OptimizerState st;
+        st.step = first_step;
+        DeviceVec<OptimizerState> dstate(be, {st});
         for (uint64_t it = 0; it < 3; ++it) {
           DeviceVec<float> dg(be, random_floats(sn, 40 + it));
-          be.adam_step(dp.get(), dg.get(), dm.get(), dv.get(), n, AdamHyper{}, dstep.get());
+          be.adam_step(dp.get(), dg.get(), dm.get(), dv.get(), n, dstate.get());
         }
-        return Out{dp.download(), dm.download(), dv.download(), dstep.download()[0]};
+        return Out{dp.download(), dm.download(), dv.download(), dstate.download()[0].step};
       };
       const Out want = run(cpu()), got = run(gpu());
       const std::string what =

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cli/run_config.h"
 #include "cuda_testing.h"
 #include "mlp/dataset.h"
 #include "mlp/model.h"
@@ -255,15 +256,15 @@ TEST_F(CudaTest, TrainerWithGraphsEqualsEagerBitwise) {
   std::vector<EpochStats> stats[2];
   ModelState state[2];
   for (int use_graph = 0; use_graph < 2; ++use_graph) {
-    TrainConfig cfg;
+    cli::RunConfig cfg;
     cfg.epochs = 2;
     cfg.seed = 5;
     cfg.use_graph = use_graph == 1;
     Model model(gpu(), kSizes, cfg.batch_size, cfg.adam, false);
     model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-    Trainer trainer(gpu(), model, train, &test, cfg);
+    Trainer trainer(gpu(), model, train, &test, cli::trainer_options(cfg));
     TrainListener quiet;
-    stats[use_graph] = trainer.run(quiet);
+    stats[use_graph] = trainer.run({&quiet});
     state[use_graph] = model.state();
   }
   ASSERT_EQ(stats[0].size(), 2u);
@@ -287,13 +288,13 @@ TEST_F(CudaTest, OneEpochOnMnistReaches96Percent) {
     GTEST_SKIP() << "real MNIST not found in " << dir
                  << " (run tools/fetch-data, or set MNIST_DIR)";
   const Dataset train = load_split(dir, Split::kTrain), test = load_split(dir, Split::kTest);
-  TrainConfig cfg;
+  cli::RunConfig cfg;
   cfg.epochs = 1;
   Model model(gpu(), kSizes, cfg.batch_size, cfg.adam, false);
   model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
-  Trainer trainer(gpu(), model, train, &test, cfg);
+  Trainer trainer(gpu(), model, train, &test, cli::trainer_options(cfg));
   TrainListener quiet;
-  const auto stats = trainer.run(quiet);
+  const auto stats = trainer.run({&quiet});
   ASSERT_EQ(stats.size(), 1u);
   std::printf(
       "[ info ] 1 epoch on the GPU: loss %.4f, test accuracy %.4f, %.3f s (%.0f samples/s)\n",

@@ -1,4 +1,4 @@
-// Built instead of src/cuda/ when CMake found no CUDA compiler (MLP_CUDA=OFF
+// Built instead of the rest of src/cuda/ when CMake found no CUDA compiler (MLP_CUDA=OFF
 // or AUTO without nvcc): --device cuda then fails with a clear reason.
 #include "mlp/backend.h"
 #include "mlp/error.h"

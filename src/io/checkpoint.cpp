@@ -112,12 +112,6 @@ const char* const kStateNames[3] = {"parameters", "Adam first moment", "Adam sec
 
 }  // namespace
 
-std::string format_sizes(const std::vector<int64_t>& sizes) {
-  std::string s;
-  for (std::size_t i = 0; i < sizes.size(); ++i) s += (i ? "-" : "") + std::to_string(sizes[i]);
-  return s;
-}
-
 std::string describe_checkpoint(const Checkpoint& c) {
   std::string pos = fmt::format("{} epoch{} done", c.epochs_done, c.epochs_done == 1 ? "" : "s");
   if (c.step_in_epoch > 0) pos += fmt::format(" + {} steps", c.step_in_epoch);
@@ -328,38 +322,6 @@ Checkpoint parse_checkpoint(const uint8_t* data, std::size_t size, const std::st
     }
   }
   return c;
-}
-
-// ---- from and to the trainer ------------------------------------------------------------
-
-uint32_t labels_crc32(const Dataset& data) {
-  return crc32_of(data.labels.data(), data.labels.size());
-}
-
-Checkpoint make_checkpoint(const TrainConfig& cfg, const Model& model, const Dataset& train,
-                           const TrainPosition& pos) {
-  Checkpoint c;
-  c.sizes = model.layout().sizes();
-  c.image_rows = train.rows;
-  c.image_cols = train.cols;
-  c.batch_size = cfg.batch_size;
-  c.adam = cfg.adam;
-  c.init = cfg.init;
-  c.binarize = cfg.binarize;
-  c.seed = cfg.seed;
-  c.epochs = cfg.epochs;
-  c.train_count = train.count;
-  c.train_labels_crc = labels_crc32(train);
-  c.epochs_done = pos.epoch;
-  c.step_in_epoch = pos.step;
-  c.epoch_loss_sum = pos.loss_sum;
-  c.epoch_correct = pos.correct;
-  c.state = model.state();
-  return c;
-}
-
-TrainPosition checkpoint_position(const Checkpoint& c) {
-  return {c.epochs_done, c.step_in_epoch, c.epoch_loss_sum, c.epoch_correct};
 }
 
 // ---- files ----------------------------------------------------------------------------

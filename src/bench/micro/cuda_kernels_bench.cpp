@@ -23,14 +23,11 @@
 #include <string>
 #include <vector>
 
-#include "cuda/cuda_check.h"  // defines: MLP_CUDA_CHECK
 #include "kernels/adam.cuh"
-#include "kernels/bias_forward.cuh"
 #include "kernels/bias_grad.cuh"
-#include "kernels/bias_relu_forward.cuh"
-#include "kernels/relu_backward.cuh"
+#include "kernels/cuda_check.cuh"   // defines: MLP_CUDA_CHECK
+#include "kernels/elementwise.cuh"  // defines: u8_to_float, bias_relu_forward, ...
 #include "kernels/softmax_xent.cuh"
-#include "kernels/u8_to_float.cuh"
 #include "mlp/backend.h"
 #include "mlp/bench.h"
 
@@ -230,12 +227,13 @@ void register_all() {
   reg("adam_step/ours/898510", [](benchmark::State& s) {
     const int64_t n = 898510;
     const auto bytes = static_cast<std::size_t>(n) * 4;
-    Dev p(bytes), g(bytes), m(bytes), v(bytes), step(sizeof(int64_t));
+    Dev p(bytes), g(bytes), m(bytes), v(bytes), state(sizeof(mlp::OptimizerState));
     fill(g, static_cast<std::size_t>(n), 0.01f);
-    const mlp::AdamHyper h;
+    const mlp::OptimizerState initial;  // default Adam, step 0
+    MLP_CUDA_CHECK(cudaMemcpy(state.p, &initial, sizeof(initial), cudaMemcpyHostToDevice));
     run(s, 28.0 * n, [&] {
-      mlp::kernels::adam_step(p.f(), g.f(), m.f(), v.f(), n, h, static_cast<int64_t*>(step.p),
-                              g_stream);
+      mlp::kernels::adam_step(p.f(), g.f(), m.f(), v.f(), n,
+                              static_cast<mlp::OptimizerState*>(state.p), g_stream);
     });
   });
 }

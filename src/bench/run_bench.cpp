@@ -3,13 +3,13 @@
 //   1. throughput: Trainer, exactly as `train` runs (loader thread, async upload,
 //      graph replay unless disabled), `steps` steps -> samples/s;
 //   2. phases: the same model stepped eagerly with a timestamp between phases and
-//      around each GEMM (TimedBackend), synchronised per step -> where time goes.
+//      around each GEMM (Backend::set_gemm_spans), synchronised per step -> where
+//      time goes.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstring>
 
-#include "bench_timed_backend.h"
 #include "mlp/bench.h"
 #include "mlp/error.h"
 #include "mlp/model.h"
@@ -28,7 +28,7 @@ double median(std::vector<double> v) {
 
 // Per-step mean of each phase over `steps` eager steps. Batches are taken in
 // order from the dataset (the shuffle is the loader's business, not timed here).
-void time_phases(TimedBackend& be, Model& model, const Dataset& data, int64_t batch, int64_t steps,
+void time_phases(Backend& be, Model& model, const Dataset& data, int64_t batch, int64_t steps,
                  int64_t first_step, double* mean_ms) {
   const int64_t pixels = data.pixels();
   const auto slot = static_cast<std::size_t>(batch * (pixels + 1));
@@ -38,39 +38,45 @@ void time_phases(TimedBackend& be, Model& model, const Dataset& data, int64_t ba
   const uint8_t* images = input.as<uint8_t>();
   const uint8_t* labels = images + batch * pixels;
   double sum[kPhaseCount] = {};
+  std::vector<GemmSpan> spans;
+  const auto gemm_ms = [&](std::size_t from, std::size_t to) {
+    double ms = 0;
+    for (std::size_t i = from; i < to; ++i) ms += be.elapsed_ms(spans[i].from, spans[i].to);
+    return ms;
+  };
   be.synchronize();
-  be.set_timing(true);
+  be.set_gemm_spans(&spans);
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t first = ((first_step + s) * batch) % (data.count - batch + 1);
     std::memcpy(staging.data(), data.images.data() + first * pixels,
                 static_cast<std::size_t>(batch * pixels));
     std::memcpy(staging.as<uint8_t>() + batch * pixels, data.labels.data() + first,
                 static_cast<std::size_t>(batch));
+    spans.clear();
     const uint64_t t0 = be.record_timestamp();
     const uint64_t fence =
         be.upload_async(input.data(), staging.data(), slot, be.record_compute_event());
     const uint64_t t1 = be.record_timestamp();  // compute waits for the copy first
-    be.set_tag(kPhaseForwardGemm);
     model.forward(images, batch);
+    const std::size_t forward_gemms = spans.size();
     const uint64_t t2 = be.record_timestamp();
-    be.set_tag(kPhaseBackwardGemm);
     model.backward(labels, batch, metrics.as<double>());
     const uint64_t t3 = be.record_timestamp();
     model.update();
     const uint64_t t4 = be.record_timestamp();
     be.wait_fence(fence);  // staging is rewritten next step
 
-    double gemm[kPhaseCount] = {};
-    be.collect(gemm, kPhaseCount);
+    const double fwd_gemm = gemm_ms(0, forward_gemms),
+                 bwd_gemm = gemm_ms(forward_gemms, spans.size());
     const double fwd = be.elapsed_ms(t1, t2), bwd = be.elapsed_ms(t2, t3);
     sum[kPhaseCopy] += be.elapsed_ms(t0, t1);
-    sum[kPhaseForwardGemm] += gemm[kPhaseForwardGemm];
-    sum[kPhaseForwardOther] += std::max(0.0, fwd - gemm[kPhaseForwardGemm]);
-    sum[kPhaseBackwardGemm] += gemm[kPhaseBackwardGemm];
-    sum[kPhaseBackwardOther] += std::max(0.0, bwd - gemm[kPhaseBackwardGemm]);
+    sum[kPhaseForwardGemm] += fwd_gemm;
+    sum[kPhaseForwardOther] += std::max(0.0, fwd - fwd_gemm);
+    sum[kPhaseBackwardGemm] += bwd_gemm;
+    sum[kPhaseBackwardOther] += std::max(0.0, bwd - bwd_gemm);
     sum[kPhaseUpdate] += be.elapsed_ms(t3, t4);
   }
-  be.set_timing(false);
+  be.set_gemm_spans(nullptr);
   for (int p = 0; p < kPhaseCount; ++p) mean_ms[p] = sum[p] / static_cast<double>(steps);
 }
 
@@ -115,28 +121,30 @@ BenchResult run_bench(Backend& backend, const Dataset& data, const BenchConfig& 
   if (cfg.batch > data.count)
     throw usage_error(fmt::format("bench: --batch-size {} is larger than the data ({} samples)",
                                   cfg.batch, data.count));
-  TimedBackend timed(backend);
-  Model model(timed, cfg.sizes, cfg.batch, cfg.adam, /*binarize=*/false);
+  Model model(backend, cfg.sizes, cfg.batch, cfg.adam, /*binarize=*/false);
   model.set_params(initial_params(model.layout(), InitScheme::kHe, cfg.seed));
 
-  TrainConfig tc;
-  tc.batch_size = cfg.batch;
-  tc.adam = cfg.adam;
-  tc.seed = cfg.seed;
-  tc.use_graph = cfg.use_graph;
-  tc.epochs = int64_t{1} << 40;  // each run() below trains one (partial) epoch
+  // Each run() trains `steps` steps of one epoch; the bench never evaluates and,
+  // a healthy loss being checked below anyway, keeps no per-epoch snapshot.
+  TrainerOptions to;
+  to.batch_size = cfg.batch;
+  to.seed = cfg.seed;
+  to.use_graph = cfg.use_graph;
+  to.epochs = int64_t{1} << 40;
+  to.evaluate = false;
+  to.locate_nonfinite = false;
   const int64_t steps_per_epoch = data.count / cfg.batch;
   const int64_t steps = std::min(cfg.steps, steps_per_epoch);
-  TrainListener quiet;
   if (cfg.warmup > 0) {
-    tc.profile_steps = std::min(cfg.warmup, steps_per_epoch);
-    Trainer warm(timed, model, data, nullptr, tc);
-    warm.run(quiet, 0);
+    TrainerOptions warm_opt = to;
+    warm_opt.max_steps = std::min(cfg.warmup, steps_per_epoch);
+    Trainer warm(backend, model, data, nullptr, warm_opt);
+    warm.run({});
     double ignored[kPhaseCount];
-    time_phases(timed, model, data, cfg.batch, std::min(cfg.warmup, steps), 0, ignored);
+    time_phases(backend, model, data, cfg.batch, std::min(cfg.warmup, steps), 0, ignored);
   }
-  tc.profile_steps = steps;
-  Trainer trainer(timed, model, data, nullptr, tc);
+  to.max_steps = steps;
+  Trainer trainer(backend, model, data, nullptr, to);
 
   BenchResult r;
   r.device = backend.kind() == BackendKind::kCuda ? "cuda" : "cpu";
@@ -147,13 +155,15 @@ BenchResult run_bench(Backend& backend, const Dataset& data, const BenchConfig& 
   std::vector<double> sps;
   std::vector<double> phases[kPhaseCount];
   for (int rep = 0; rep < cfg.repeats; ++rep) {
-    const std::vector<EpochStats> run = trainer.run(quiet, rep + 1);
+    TrainPosition at;
+    at.epoch = rep + 1;  // a fresh epoch (and shuffle) per repeat
+    const std::vector<EpochStats> run = trainer.run({}, at);
     if (run.empty() || run[0].steps != steps)
       throw Error(ExitCode::kFailure, "bench: the training loop stopped early");
     sps.push_back(run[0].samples_per_sec);
     r.loss = run[0].loss;
     double ms[kPhaseCount];
-    time_phases(timed, model, data, cfg.batch, steps, (rep + 1) * steps, ms);
+    time_phases(backend, model, data, cfg.batch, steps, (rep + 1) * steps, ms);
     for (int p = 0; p < kPhaseCount; ++p) phases[p].push_back(ms[p]);
   }
 

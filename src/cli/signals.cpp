@@ -1,6 +1,6 @@
-// SIGINT handling for training (see include/mlp/signals.h). Global state is
+// SIGINT handling for training (see signals.h). Global state is
 // unavoidable with signals; it is limited to two lock-free atomics.
-#include "mlp/signals.h"
+#include "cli/signals.h"
 
 #include <signal.h>
 #include <unistd.h>

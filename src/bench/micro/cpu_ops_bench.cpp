@@ -150,10 +150,9 @@ void bm_adam_step(benchmark::State& state, int64_t n) {
   auto p = random_floats(static_cast<std::size_t>(n), 10);
   auto g = random_floats(p.size(), 11);
   std::vector<float> m(p.size()), v(p.size());
-  int64_t step = 0;
-  const mlp::AdamHyper h;
+  mlp::OptimizerState opt;  // default Adam
   for (auto _ : state) {
-    mlp::cpu::adam_step(*g_pool, p.data(), g.data(), m.data(), v.data(), n, h, &step);
+    mlp::cpu::adam_step(*g_pool, p.data(), g.data(), m.data(), v.data(), n, &opt);
     benchmark::ClobberMemory();
   }
   set_bytes(state, 28.0 * static_cast<double>(n));  // read p, g, m, v; write p, m, v

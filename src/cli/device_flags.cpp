@@ -1,0 +1,32 @@
+// The shared device flags (see device_flags.h).
+#include "cli/device_flags.h"
+
+namespace mlp::cli {
+
+void add_device_flags(CLI::App* app, DeviceFlags& f, bool bench_choices) {
+  if (bench_choices) {
+    f.device = "all";
+    app->add_option("--device", f.device, "all (the CPU, and CUDA when usable), cpu or cuda")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"all", "cpu", "cuda"}));
+  } else {
+    app->add_option("--device", f.device, "auto (CUDA if a device is usable), cpu or cuda")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  }
+  app->add_option("--threads", f.threads, "CPU threads for the GEMMs and loops (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app->add_flag("--tf32", f.tf32,
+                "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
+}
+
+BackendOptions backend_options(const DeviceFlags& f) {
+  BackendOptions o;
+  o.device = parse_device(f.device);
+  o.cpu.threads = f.threads;
+  o.cuda.tf32 = f.tf32;
+  return o;
+}
+
+}  // namespace mlp::cli

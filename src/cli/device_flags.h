@@ -1,0 +1,26 @@
+// The flags every command that computes shares: --device, --threads, --tf32.
+// One helper adds them with the same names, help and checks everywhere, and
+// turns them into BackendOptions for the backend factory, which alone decides
+// CPU vs CUDA.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "mlp/backend.h"
+
+namespace mlp::cli {
+
+struct DeviceFlags {
+  std::string device = "auto";  // auto|cpu|cuda, or all|cpu|cuda for bench
+  int threads = 0;              // CPU threads, 0: all cores
+  bool tf32 = false;            // CUDA: TF32 tensor-core math in cuBLAS
+};
+
+// bench_choices: --device all|cpu|cuda (default all: every usable backend)
+// instead of auto|cpu|cuda (default auto).
+void add_device_flags(CLI::App* app, DeviceFlags& f, bool bench_choices = false);
+// For --device auto|cpu|cuda ("all" is bench's own, see make_all_backends).
+BackendOptions backend_options(const DeviceFlags& f);
+
+}  // namespace mlp::cli

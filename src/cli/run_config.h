@@ -1,0 +1,37 @@
+// RunConfig: what `train` was asked for — every setting that shapes a run, as
+// the start event and the checkpoint record it and a resume checks it. The
+// Trainer sees only the part it reads (trainer_options).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mlp/model.h"
+#include "mlp/optimizer.h"
+#include "mlp/trainer.h"
+
+namespace mlp::cli {
+
+struct RunConfig {
+  std::string data_dir = "data/mnist";
+  int64_t epochs = 10;
+  int64_t batch_size = 100;
+  AdamHyper adam;
+  std::vector<int64_t> hidden{500, 500, 500};
+  InitScheme init = InitScheme::kHe;
+  uint64_t seed = 1;
+  bool binarize = false;
+  bool use_graph = true;
+  int64_t profile_steps = 0;  // --profile-steps N: a short run for a profiler capture
+};
+
+// A --profile-steps run trains exactly that many steps (across epoch ends if
+// need be), evaluates nothing and keeps no per-epoch host snapshot, so the
+// capture holds training steps only.
+TrainerOptions trainer_options(const RunConfig& c);
+
+// {inputs, hidden..., classes}
+std::vector<int64_t> layer_sizes(const RunConfig& c, int64_t inputs);
+
+}  // namespace mlp::cli
