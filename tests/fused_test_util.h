@@ -40,10 +40,12 @@ inline Batch random_batch(uint64_t seed, int64_t rows, int64_t inputs, int64_t c
 // distance of 0 can fall on different sides of the ReLU in two summation orders, which
 // legitimately changes a whole gradient column; tests pick batches that rule that out.
 inline double relu_margin(const std::vector<int64_t>& sizes, const std::vector<float>& params,
-                          const Batch& b, int64_t rows) {
+                          const Batch& b, int64_t rows, bool binarize = false) {
   const std::vector<int64_t> off = fused_ref::layout_offsets(sizes);
   std::vector<double> a(b.images.begin(), b.images.end());
-  for (double& x : a) x = static_cast<double>(static_cast<float>(x) * (1.0f / 255.0f));
+  for (double& x : a)
+    x = binarize ? (x > 127 ? 1.0 : 0.0)
+                 : static_cast<double>(static_cast<float>(x) * (1.0f / 255.0f));
   double margin = INFINITY;
   for (std::size_t l = 0; l + 2 < sizes.size(); ++l) {
     const int64_t K = sizes[l], N = sizes[l + 1];

@@ -117,13 +117,14 @@ struct Case {
   int64_t batch;
   int32_t grid;
   int64_t step0;  // Adam steps already taken (m, v random when > 0)
+  bool binarize = false;
 };
 
 Plan plan_of(const Case& c) {
   Plan p{};
-  const Verdict v = make_plan(
-      {c.sizes.data(), static_cast<int32_t>(c.sizes.size()), c.batch, c.grid, 227 * 1024, false},
-      &p);
+  const Verdict v = make_plan({c.sizes.data(), static_cast<int32_t>(c.sizes.size()), c.batch,
+                               c.grid, 227 * 1024, c.binarize},
+                              &p);
   EXPECT_TRUE(v.ok) << v.reason;
   return p;
 }
@@ -150,7 +151,7 @@ fused_ref::State state_of(const Case& c, uint64_t seed) {
 Batch safe_batch(const Case& c, const fused_ref::State& s) {
   for (uint64_t seed = 1; seed <= 200; ++seed) {
     Batch b = random_batch(seed, c.batch, c.sizes.front(), c.sizes.back());
-    if (fused_test::relu_margin(c.sizes, s.params, b, c.batch) >= 1e-5) return b;
+    if (fused_test::relu_margin(c.sizes, s.params, b, c.batch, c.binarize) >= 1e-5) return b;
   }
   ADD_FAILURE() << "no batch keeps every pre-activation 1e-5 away from 0";
   return {};
@@ -162,7 +163,7 @@ void expect_one_step_matches(const Case& c) {
   const fused_ref::State before = state_of(c, 3);
   const Batch b = safe_batch(c, before);
   const fused_ref::StepResult want =
-      fused_ref::cpu_step(c.sizes, c.batch, before, h, b.images, b.labels, false);
+      fused_ref::cpu_step(c.sizes, c.batch, before, h, b.images, b.labels, c.binarize);
   const fused_test::Run got = fused_test::emulate(p, before, h, b);
   fused_test::expect_step_matches(p, got, want, before, h);
   EXPECT_GT(fused_test::max_abs(got.grads, 0, got.grads.size()), 0.0) << "no gradients at all";
@@ -172,9 +173,10 @@ TEST(FusedEmulation, OneStepMatchesCpuReferenceOnOddShapes) {
   for (const Case& c :
        {Case{{7, 13, 5, 3}, 10, 1, 0}, Case{{7, 13, 5, 3}, 10, 3, 4}, Case{{7, 13, 5, 3}, 10, 7, 0},
         Case{{7, 13, 5, 3}, 10, 132, 9}, Case{{13, 7}, 5, 4, 2}, Case{{5, 9, 4}, 3, 6, 0},
-        Case{{300, 97, 33, 10}, 17, 40, 3}}) {
-    SCOPED_TRACE(::testing::Message() << c.sizes.size() - 1 << " layers, batch " << c.batch
-                                      << ", grid " << c.grid << ", step " << c.step0);
+        Case{{300, 97, 33, 10}, 17, 40, 3}, Case{{7, 13, 5, 3}, 10, 5, 1, true}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << c.sizes.size() - 1 << " layers, batch " << c.batch << ", grid " << c.grid
+                 << ", step " << c.step0 << (c.binarize ? ", binarized" : ""));
     expect_one_step_matches(c);
   }
 }
