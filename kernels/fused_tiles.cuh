@@ -90,7 +90,7 @@ __device__ __forceinline__ void stage_input(const Ctx& c, int32_t l, int32_t k0,
     if (l == 0)
       x = input_value(__ldg(c.a.images + batch_row(c, r) * in + k), c.p.binarize != 0);
     else
-      x = load_shared(c.work + act_in_off(c.p, l) + int64_t{r} * in + k);
+      x = load_coherent(c.work + act_in_off(c.p, l) + int64_t{r} * in + k);
     dst[r * pitch + (k - k0)] = x;
   }
 }
@@ -103,7 +103,7 @@ __device__ __forceinline__ void loss(const Ctx& c) {
   float* row_loss = x + B * C;
   int* row_ok = reinterpret_cast<int*>(row_loss + B);
   for (int32_t e = threadIdx.x; e < B * C; e += blockDim.x)
-    x[e] = load_shared(c.work + lp.act_off + e);
+    x[e] = load_coherent(c.work + lp.act_off + e);
   __syncthreads();
   const float inv_rows = div_rn(1.0f, static_cast<float>(B));
   for (int32_t r = threadIdx.x; r < B; r += blockDim.x) {
@@ -137,7 +137,7 @@ __device__ __forceinline__ void forward_tile(const Ctx& c, int32_t l, const Tile
   stage_input(c, l, t.red0, t.red1, xs, xp);
   for (int32_t e = threadIdx.x; e < tk * tn; e += blockDim.x)
     ys[(e / tn) * yp + e % tn] =
-        load_shared(c.a.params + lp.w_off + int64_t{t.red0 + e / tn} * N + t.out0 + e % tn);
+        load_coherent(c.a.params + lp.w_off + int64_t{t.red0 + e / tn} * N + t.out0 + e % tn);
   __syncthreads();
   float* act = c.work + lp.act_off;
   float* part = c.work + lp.fwd_part_off;
@@ -152,15 +152,15 @@ __device__ __forceinline__ void forward_tile(const Ctx& c, int32_t l, const Tile
         if (red_tiles > 1)
           part[t.slot * slot_stride + o] = acc;
         else
-          act[o] = forward_output(acc, load_shared(bias + t.out0 + n), !last);
+          act[o] = forward_output(acc, load_coherent(bias + t.out0 + n), !last);
       });
   if (red_tiles > 1) {
     if (!last_arrival(c.counters + lp.fwd_counter + t.group, red_tiles)) return;
     for (int32_t e = threadIdx.x; e < B * tn; e += blockDim.x) {
       const int32_t n = t.out0 + e % tn;
       const int64_t o = int64_t{e / tn} * N + n;
-      act[o] =
-          forward_output(sum_slots(part + o, slot_stride, red_tiles), load_shared(bias + n), !last);
+      act[o] = forward_output(sum_slots(part + o, slot_stride, red_tiles), load_coherent(bias + n),
+                              !last);
     }
   }
   if (last && last_arrival(c.counters + p.loss_counter, lp.fwd.out_tiles)) loss(c);
@@ -176,10 +176,10 @@ __device__ __forceinline__ void dx_tile(const Ctx& c, int32_t l, const Tile& t) 
   float* ys = c.smem + B * xp;
   const float* dz = c.work + lp.dz_off;
   for (int32_t e = threadIdx.x; e < B * tn; e += blockDim.x)
-    xs[(e / tn) * xp + e % tn] = load_shared(dz + int64_t{e / tn} * N + t.red0 + e % tn);
+    xs[(e / tn) * xp + e % tn] = load_coherent(dz + int64_t{e / tn} * N + t.red0 + e % tn);
   for (int32_t e = threadIdx.x; e < tk * tn; e += blockDim.x)  // ys[n][k] = W(k, n)
     ys[(e % tn) * yp + e / tn] =
-        load_shared(c.a.params + lp.w_off + int64_t{t.out0 + e / tn} * N + t.red0 + e % tn);
+        load_coherent(c.a.params + lp.w_off + int64_t{t.out0 + e / tn} * N + t.red0 + e % tn);
   __syncthreads();
   const float* act = c.work + act_in_off(p, l);
   float* out = c.work + p.layer[l - 1].dz_off;
@@ -194,12 +194,12 @@ __device__ __forceinline__ void dx_tile(const Ctx& c, int32_t l, const Tile& t) 
         if (red_tiles > 1)
           part[t.slot * slot_stride + o] = acc;
         else
-          out[o] = dx_output(acc, load_shared(act + o));
+          out[o] = dx_output(acc, load_coherent(act + o));
       });
   if (red_tiles > 1 && last_arrival(c.counters + lp.dx_counter + t.group, red_tiles))
     for (int32_t e = threadIdx.x; e < B * tk; e += blockDim.x) {
       const int64_t o = int64_t{e / tk} * K + t.out0 + e % tk;
-      out[o] = dx_output(sum_slots(part + o, slot_stride, red_tiles), load_shared(act + o));
+      out[o] = dx_output(sum_slots(part + o, slot_stride, red_tiles), load_coherent(act + o));
     }
   __syncthreads();
 }
@@ -216,7 +216,7 @@ __device__ __forceinline__ void dw_tile(const Ctx& c, int32_t l, const Tile& t) 
   stage_input(c, l, t.red0, t.red1, xs, xp);
   const float* dz = c.work + lp.dz_off;
   for (int32_t e = threadIdx.x; e < B * tn; e += blockDim.x)
-    ys[(e / tn) * yp + e % tn] = load_shared(dz + int64_t{e / tn} * N + t.out0 + e % tn);
+    ys[(e / tn) * yp + e % tn] = load_coherent(dz + int64_t{e / tn} * N + t.out0 + e % tn);
   __syncthreads();
   const StepArgs& a = c.a;
   const AdamScalars adam = c.adam;

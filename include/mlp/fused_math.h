@@ -25,7 +25,7 @@ MLP_HOST_DEVICE inline float fma_rn(float a, float b, float c) { return __fmaf_r
 MLP_HOST_DEVICE inline uint32_t float_bits(float x) { return __float_as_uint(x); }
 MLP_HOST_DEVICE inline float bits_float(uint32_t u) { return __uint_as_float(u); }
 // Data another block wrote during this launch: read through L2 (never the non-coherent path).
-MLP_HOST_DEVICE inline float load_shared(const float* p) { return __ldcg(p); }
+MLP_HOST_DEVICE inline float load_coherent(const float* p) { return __ldcg(p); }
 #else
 inline float mul_rn(float a, float b) { return a * b; }
 inline float add_rn(float a, float b) { return a + b; }
@@ -43,7 +43,7 @@ inline float bits_float(uint32_t u) {
   memcpy(&x, &u, sizeof x);
   return x;
 }
-inline float load_shared(const float* p) { return *p; }
+inline float load_coherent(const float* p) { return *p; }
 #endif
 
 // 2^n for n in [-126, 127], exactly.
@@ -112,8 +112,8 @@ MLP_HOST_DEVICE inline float input_value(uint8_t x, bool binarize) {
 
 // Forward partial sums of one output element: slot 0, then + slot 1, ..., in slot order.
 MLP_HOST_DEVICE inline float sum_slots(const float* slot0, int64_t slot_stride, int slots) {
-  float s = load_shared(slot0);
-  for (int i = 1; i < slots; ++i) s = add_rn(s, load_shared(slot0 + i * slot_stride));
+  float s = load_coherent(slot0);
+  for (int i = 1; i < slots; ++i) s = add_rn(s, load_coherent(slot0 + i * slot_stride));
   return s;
 }
 

@@ -45,7 +45,7 @@ void stage_input(Ctx& c, int32_t l, int32_t k0, int32_t k1, float* dst, int32_t 
       if (l == 0)
         x = input_value(c.a.images[batch_row(c, r) * in + k], c.p.binarize != 0);
       else
-        x = load_shared(c.work + act_in_off(c.p, l) + int64_t{r} * in + k);
+        x = load_coherent(c.work + act_in_off(c.p, l) + int64_t{r} * in + k);
       dst[int64_t{r} * pitch + (k - k0)] = x;
     }
 }
@@ -101,7 +101,7 @@ void forward_tile(Ctx& c, int32_t l, const Tile& t) {
       if (lp.fwd.red_tiles > 1)
         part[t.slot * slot_stride + o] = acc;
       else
-        act[o] = forward_output(acc, load_shared(bias + t.out0 + n), !last);
+        act[o] = forward_output(acc, load_coherent(bias + t.out0 + n), !last);
     }
   if (lp.fwd.red_tiles > 1) {
     if (!arrive(c.counters + lp.fwd_counter + t.group, lp.fwd.red_tiles)) return;
@@ -109,7 +109,7 @@ void forward_tile(Ctx& c, int32_t l, const Tile& t) {
       for (int32_t n = t.out0; n < t.out1; ++n) {
         const int64_t o = int64_t{r} * N + n;
         act[o] = forward_output(sum_slots(part + o, slot_stride, lp.fwd.red_tiles),
-                                load_shared(bias + n), !last);
+                                load_coherent(bias + n), !last);
       }
   }
   if (last && arrive(c.counters + p.loss_counter, lp.fwd.out_tiles)) loss(c);
@@ -125,10 +125,11 @@ void dx_tile(Ctx& c, int32_t l, const Tile& t) {
   float* ys = c.y_panel.data();
   const float* dz = c.work + lp.dz_off;
   for (int32_t r = 0; r < p.batch; ++r)
-    for (int32_t n = 0; n < tn; ++n) xs[r * xp + n] = load_shared(dz + int64_t{r} * N + t.red0 + n);
+    for (int32_t n = 0; n < tn; ++n)
+      xs[r * xp + n] = load_coherent(dz + int64_t{r} * N + t.red0 + n);
   for (int32_t n = 0; n < tn; ++n)  // W tile transposed: ys[n][k] = W(k, n)
     for (int32_t k = 0; k < tk; ++k)
-      ys[n * yp + k] = load_shared(c.a.params + lp.w_off + int64_t{t.out0 + k} * N + t.red0 + n);
+      ys[n * yp + k] = load_coherent(c.a.params + lp.w_off + int64_t{t.out0 + k} * N + t.red0 + n);
   const float* act = c.work + act_in_off(p, l);
   float* out = c.work + p.layer[l - 1].dz_off;
   float* part = c.work + lp.dx_part_off;
@@ -141,13 +142,14 @@ void dx_tile(Ctx& c, int32_t l, const Tile& t) {
       if (lp.dx.red_tiles > 1)
         part[t.slot * slot_stride + o] = acc;
       else
-        out[o] = dx_output(acc, load_shared(act + o));
+        out[o] = dx_output(acc, load_coherent(act + o));
     }
   if (lp.dx.red_tiles > 1 && arrive(c.counters + lp.dx_counter + t.group, lp.dx.red_tiles))
     for (int32_t r = 0; r < p.batch; ++r)
       for (int32_t k = t.out0; k < t.out1; ++k) {
         const int64_t o = int64_t{r} * K + k;
-        out[o] = dx_output(sum_slots(part + o, slot_stride, lp.dx.red_tiles), load_shared(act + o));
+        out[o] =
+            dx_output(sum_slots(part + o, slot_stride, lp.dx.red_tiles), load_coherent(act + o));
       }
 }
 
@@ -163,7 +165,8 @@ void dw_tile(Ctx& c, int32_t l, const Tile& t) {
   stage_input(c, l, t.red0, t.red1, xs, xp);
   const float* dz = c.work + lp.dz_off;
   for (int32_t r = 0; r < p.batch; ++r)
-    for (int32_t n = 0; n < tn; ++n) ys[r * yp + n] = load_shared(dz + int64_t{r} * N + t.out0 + n);
+    for (int32_t n = 0; n < tn; ++n)
+      ys[r * yp + n] = load_coherent(dz + int64_t{r} * N + t.out0 + n);
   for (int32_t k = 0; k < tk; ++k)
     for (int32_t n = 0; n < tn; ++n) {
       float acc = 0.0f;
