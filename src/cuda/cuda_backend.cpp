@@ -17,6 +17,7 @@
 #include "cuda/cublas_check.h"  // defines: MLP_CUBLAS_CHECK (and MLP_CUDA_CHECK)
 #include "cuda/cuda_info.h"     // defines: device_problem
 #include "cuda/cuda_memory.h"   // defines: free_device, free_pinned
+#include "cuda/cuda_stream.h"   // defines: compute_stream (for tests)
 #include "kernels/adam.cuh"
 #include "kernels/bias_grad.cuh"
 #include "kernels/elementwise.cuh"  // defines: u8_to_float, bias_relu_forward, bias_forward, ...
@@ -70,6 +71,7 @@ class CudaBackend final : public Backend {
 
   BackendKind kind() const override { return BackendKind::kCuda; }
   std::string describe() const override { return describe_; }
+  cudaStream_t compute_stream() const { return compute_; }
 
   void push_range(const char* name) override { nvtxRangePushA(name); }
   void pop_range() override { nvtxRangePop(); }
@@ -342,6 +344,12 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+cudaStream_t cuda::compute_stream(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  if (!cuda) throw Error(ExitCode::kFailure, "compute_stream: not a CUDA backend");
+  return cuda->compute_stream();
+}
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt) {
   const std::string reason = cuda_unavailable_reason();

@@ -1,15 +1,24 @@
-// The CUDA backend's plumbing: availability and `info` text (these run on
-// every machine, with or without a GPU), the error macros' messages, and on a
-// GPU: zeroed allocations, the out-of-memory message, async uploads with
-// fences waited on from another thread, timestamps, and graph capture errors.
+// The CUDA backend's plumbing: availability and `info` text, the programs'
+// needed libraries and the error macros' messages (these run on every machine,
+// with or without a GPU), and on a GPU: zeroed allocations, the out-of-memory
+// message, async uploads whose fence really waits (queued behind a spin kernel
+// of known minimum duration) and timestamps that measure it, and graph capture
+// errors.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <regex>
 #include <thread>
+#include <vector>
 
 #include "cuda/cublas_check.h"
+#include "cuda/cuda_stream.h"  // defines: compute_stream
 #include "cuda_testing.h"
+#include "tests/cuda/spin_kernel.cuh"
 
 namespace mlp {
 namespace {
@@ -43,14 +52,53 @@ TEST(CudaAvailability, ReasonReportAndFactoryAgree) {
   }
 }
 
+// Runs everywhere: every program starts where the CUDA libraries are missing
+// (cudart is static; cuBLAS and cuDNN are dlopen'd when first needed), so none
+// may name one among its needed libraries. Binaries are looked for beside this
+// one first (a gpu-bundle's bin/), then at their build paths.
+std::string program_path(const std::string& build_path) {
+  const std::string name = std::filesystem::path(build_path).filename();
+  const auto beside = std::filesystem::read_symlink("/proc/self/exe").parent_path() / name;
+  if (std::filesystem::exists(beside)) return beside;
+  return std::filesystem::exists(build_path) ? build_path : "";
+}
+
+TEST(CudaLinking, ProgramsNeedNoCudaLibraryToStart) {
+  const std::string readelf = "/usr/bin/readelf";
+  if (!std::filesystem::exists(readelf)) GTEST_SKIP() << readelf << " not found (binutils)";
+  std::vector<std::string> programs = {std::filesystem::read_symlink("/proc/self/exe"),
+                                       program_path(MLP_CLI_PATH)};
+#ifdef MLP_KERNELS_BENCH_PATH
+  programs.push_back(program_path(MLP_KERNELS_BENCH_PATH));
+#endif
+  const std::regex needed(R"(\(NEEDED\)\s+Shared library: \[([^\]]+)\])");
+  const std::regex cuda_library(
+      "^lib(cuda|cudart|cublas|cublasLt|cudnn[a-z_]*|nvrtc|nvJitLink)\\.so.*");
+  for (const std::string& program : programs) {
+    if (program.empty()) continue;  // not built, or not bundled
+    const testing::CommandResult r = testing::run_command({readelf, "-d", program});
+    ASSERT_EQ(r.exit_code, 0) << program << ": " << r.err;
+    int libraries = 0;
+    for (std::sregex_iterator it(r.out.begin(), r.out.end(), needed), end; it != end; ++it) {
+      ++libraries;
+      EXPECT_FALSE(std::regex_match((*it)[1].str(), cuda_library))
+          << program << " needs " << (*it)[1] << " to start";
+    }
+    EXPECT_GT(libraries, 0) << "no NEEDED entries read from " << program << ":\n" << r.out;
+  }
+}
+
 TEST(CudaErrors, MacrosNameStatementFileLineAndMessage) {
   EXPECT_TRUE(
       throws_error([] { MLP_CUDA_CHECK(cudaErrorMemoryAllocation); }, ExitCode::kDevice,
                    {"CUDA error on device ", " at tests/cuda/test_cuda_backend.cpp:",
                     "cudaErrorMemoryAllocation failed: cudaErrorMemoryAllocation: out of memory"}));
+  // cuBLAS names its statuses only where it can be loaded; elsewhere the number.
+  const std::string status =
+      cuda::cublas_load_error().empty() ? "CUBLAS_STATUS_INVALID_VALUE: " : "status 7";
   EXPECT_TRUE(throws_error([] { MLP_CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE); }, ExitCode::kDevice,
                            {"cuBLAS error on device ", " at tests/cuda/test_cuda_backend.cpp:",
-                            "CUBLAS_STATUS_INVALID_VALUE failed: CUBLAS_STATUS_INVALID_VALUE"}));
+                            "CUBLAS_STATUS_INVALID_VALUE failed: " + status}));
   EXPECT_NO_THROW(MLP_CUDA_CHECK(cudaSuccess));
 }
 
@@ -85,32 +133,63 @@ TEST_F(CudaTest, OutOfMemorySaysNeededAndFree) {
   EXPECT_TRUE(ok);
 }
 
+// The copy is queued behind a spin of kSpinMs on the compute stream (upload_async
+// waits for compute event `after`), so it is still pending long after
+// upload_async returns. The loader thread overwrites the staging buffer the
+// moment wait_fence returns: had it returned before the copy read the buffer,
+// the device would hold the overwritten bytes.
 TEST_F(CudaTest, UploadAsyncFenceCanBeWaitedOnFromAnotherThread) {
+  constexpr double kSpinMs = 50.0;
   const std::size_t n = 1 << 20;
   Buffer staging = gpu().alloc_host(n);
   Buffer dst = gpu().alloc(n);
-  for (std::size_t i = 0; i < n; ++i) staging.as<uint8_t>()[i] = static_cast<uint8_t>(i * 7);
+  auto* bytes = staging.as<uint8_t>();
+  for (std::size_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(i * 7 + 1);
+  const std::vector<uint8_t> original(bytes, bytes + n);
+
+  cuda_testing::spin_for(kSpinMs, cuda::compute_stream(gpu()));
   const uint64_t after = gpu().record_compute_event();
   const uint64_t fence = gpu().upload_async(dst.data(), staging.data(), n, after);
+  const auto issued = std::chrono::steady_clock::now();
   EXPECT_GT(fence, 0u);
-  std::thread loader([&] { gpu().wait_fence(fence); });  // as BatchStream's loader does
+  double waited_ms = 0;
+  std::thread loader([&] {  // as BatchStream's loader does: wait, then refill the slot
+    gpu().wait_fence(fence);
+    waited_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - issued)
+                    .count();
+    std::memset(bytes, 0xEE, n);
+  });
   loader.join();
   std::vector<uint8_t> back(n);
   gpu().download(back.data(), dst.data(), n);
-  EXPECT_TRUE(std::equal(back.begin(), back.end(), staging.as<uint8_t>()));
+  EXPECT_TRUE(back == original) << "the device got bytes written after wait_fence returned";
+  // The spin was queued before the copy, so a real wait lasts most of it.
+  EXPECT_GE(waited_ms, 0.5 * kSpinMs) << "wait_fence returned before the queued copy ran";
   EXPECT_TRUE(throws_error([&] { gpu().upload_async(dst.data(), staging.data(), n, after + 1000); },
                            ExitCode::kFailure, {"never recorded"}));
 }
 
+// Two timestamps around a spin of at least kSpinMs (cycles at the peak clock)
+// must be at least that far apart; two with nothing between them must not.
 TEST_F(CudaTest, TimestampsMeasureQueuedWork) {
-  DeviceVec<float> a(gpu(), std::vector<float>(1 << 20, 1.0f));
+  constexpr double kSpinMs = 2.0;
+  DeviceVec<cuda_testing::SpinResult> spin(gpu(), {cuda_testing::SpinResult{}});
   const uint64_t t0 = gpu().record_timestamp();
-  for (int i = 0; i < 20; ++i)  // TODO(first flight): a kernel of known minimum duration
-    gpu().upload(a.get(), std::vector<float>(1 << 20, 2.0f).data(), (1 << 20) * sizeof(float));
+  cuda_testing::spin_for(kSpinMs, cuda::compute_stream(gpu()), spin.get());
   const uint64_t t1 = gpu().record_timestamp();
-  const double ms = gpu().elapsed_ms(t0, t1);
-  EXPECT_TRUE(std::isfinite(ms) && ms >= 0.0) << ms;
-  EXPECT_TRUE(throws_error([&] { gpu().elapsed_ms(t0, t1 + 5); }, ExitCode::kFailure,
+  const uint64_t t2 = gpu().record_timestamp();
+  const double ms = gpu().elapsed_ms(t0, t1), idle_ms = gpu().elapsed_ms(t1, t2);
+  const cuda_testing::SpinResult r = spin.download()[0];
+  std::printf(
+      "[ info ] spin of >= %.1f ms: %llu cycles, %.3f ms by %%globaltimer, %.3f ms between "
+      "the timestamps; %.3f ms between two adjacent ones\n",
+      kSpinMs, static_cast<unsigned long long>(r.cycles), static_cast<double>(r.global_ns) / 1e6,
+      ms, idle_ms);
+  EXPECT_EQ(r.min_ms, kSpinMs) << "the spin kernel did not run";
+  // Event timestamps resolve about half a microsecond.
+  EXPECT_TRUE(std::isfinite(ms) && ms >= kSpinMs - 1e-3) << ms;
+  EXPECT_TRUE(std::isfinite(idle_ms) && idle_ms >= 0.0 && idle_ms < kSpinMs) << idle_ms;
+  EXPECT_TRUE(throws_error([&] { gpu().elapsed_ms(t0, t2 + 5); }, ExitCode::kFailure,
                            {"not among the last"}));
 }
 
