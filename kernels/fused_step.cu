@@ -56,8 +56,10 @@ __global__ void __launch_bounds__(kFusedBlock, 1)
   const StepArgs& a = kp.args;
   cg::grid_group grid = cg::this_grid();
   // Every block reads the step counter before the first barrier; block 0 advances it after.
+  // A forward-only (evaluation) plan never touches the optimizer state.
+  const bool train = p.forward_only == 0;
   const int64_t t0 =
-      static_cast<int64_t>(__ldcg(reinterpret_cast<const long long*>(&a.state->step)));
+      train ? static_cast<int64_t>(__ldcg(reinterpret_cast<const long long*>(&a.state->step))) : 0;
   fused_dev::Ctx c{p,
                    a,
                    0,
@@ -67,14 +69,14 @@ __global__ void __launch_bounds__(kFusedBlock, 1)
                    reinterpret_cast<float*>(smem_raw)};
   bool step_written = false;
   for (c.step = 0; c.step < a.steps; ++c.step) {
-    if (threadIdx.x == 0) s_adam = fused::adam_scalars(*a.state, t0 + c.step + 1);
+    if (train && threadIdx.x == 0) s_adam = fused::adam_scalars(*a.state, t0 + c.step + 1);
     __syncthreads();
     for (int32_t s = 0; s < p.stage_count; ++s) {
       for (int32_t i = 0; i < p.stage[s].op_count; ++i) run_op(c, p.stage[s].ops[i]);
       if (c.step + 1 < a.steps || s + 1 < p.stage_count) grid.sync();
       if (!step_written) {
         step_written = true;
-        if (blockIdx.x == 0 && threadIdx.x == 0) a.state->step = t0 + a.steps;
+        if (train && blockIdx.x == 0 && threadIdx.x == 0) a.state->step = t0 + a.steps;
       }
     }
   }
@@ -86,7 +88,8 @@ __global__ void __launch_bounds__(kFusedBlock, 1)
 
 }  // namespace
 
-FusedLaunch fused_prepare(const int64_t* sizes, int32_t size_count, int64_t batch, bool binarize) {
+FusedLaunch fused_prepare(const int64_t* sizes, int32_t size_count, int64_t batch, bool binarize,
+                          bool forward_only) {
   FusedLaunch launch{};
   MLP_CUDA_CHECK(cudaGetDevice(&launch.device));
   int coop = 0, sms = 0, optin = 0;
@@ -100,13 +103,18 @@ FusedLaunch fused_prepare(const int64_t* sizes, int32_t size_count, int64_t batc
   cudaFuncAttributes attr{};
   MLP_CUDA_CHECK(cudaFuncGetAttributes(&attr, fused_step_kernel));  // also: is there an image?
   const int64_t budget = static_cast<int64_t>(optin) - static_cast<int64_t>(attr.sharedSizeBytes);
-  const fused::Verdict v =
-      fused::make_plan({sizes, size_count, batch, sms, budget, binarize}, &launch.plan);
+  const fused::Verdict v = fused::make_plan(
+      {sizes, size_count, batch, sms, budget, binarize, forward_only}, &launch.plan);
   if (!v.ok) refuse(v.reason);
   launch.smem_bytes = static_cast<std::size_t>(launch.plan.smem_floats * 4);
-  MLP_CUDA_CHECK(cudaFuncSetAttribute(fused_step_kernel,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(launch.smem_bytes)));
+  // The attribute belongs to the kernel, not to a plan: never lower it below what an earlier
+  // plan (still in use, e.g. eval's full and remainder batches) was prepared for.
+  const std::size_t smem_attr =
+      launch.smem_bytes > static_cast<std::size_t>(attr.maxDynamicSharedSizeBytes)
+          ? launch.smem_bytes
+          : static_cast<std::size_t>(attr.maxDynamicSharedSizeBytes);
+  MLP_CUDA_CHECK(cudaFuncSetAttribute(
+      fused_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_attr)));
   MLP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &launch.blocks_per_sm, fused_step_kernel, kFusedBlock, launch.smem_bytes));
   if (launch.blocks_per_sm < 1)
@@ -119,8 +127,9 @@ FusedLaunch fused_prepare(const int64_t* sizes, int32_t size_count, int64_t batc
 }
 
 void fused_step(const FusedLaunch& launch, const fused::StepArgs& args, cudaStream_t stream) {
-  if (args.steps < 1 || !args.images || !args.labels || !args.params || !args.m || !args.v ||
-      !args.state || !args.metrics || !args.workspace)
+  const bool train = launch.plan.forward_only == 0;
+  if (args.steps < 1 || !args.images || !args.labels || !args.params || !args.metrics ||
+      !args.workspace || (train && (!args.m || !args.v || !args.state)))
     throw Error(ExitCode::kFailure, "fused_step: missing buffer or steps < 1");
   FusedParams kp{launch.plan, args};
   void* kargs[] = {&kp};

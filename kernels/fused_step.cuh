@@ -26,8 +26,9 @@ struct FusedLaunch {
 // For the current device: checks cooperative launch support, builds the plan for one block per
 // SM within the shared memory a block may opt into, sets the kernel's shared-memory attribute
 // and checks that one block per SM stays resident. Throws Error(kDevice, the reason) when the
-// shape or the device is not supported.
-FusedLaunch fused_prepare(const int64_t* sizes, int32_t size_count, int64_t batch, bool binarize);
+// shape or the device is not supported. forward_only: an evaluation plan (forward and loss).
+FusedLaunch fused_prepare(const int64_t* sizes, int32_t size_count, int64_t batch, bool binarize,
+                          bool forward_only = false);
 
 // Enqueues one launch running args.steps training steps on `stream`; never blocks the host.
 // Pointers are device memory; args.grads may be null. Throws Error(kDevice) if the launch fails.

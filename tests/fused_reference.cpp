@@ -22,8 +22,6 @@ Buffer upload(const std::vector<T>& host) {
   return b;
 }
 
-AdamHyper hyper(const Hyper& h) { return AdamHyper{h.lr, h.beta1, h.beta2, h.eps}; }
-
 }  // namespace
 
 std::vector<int64_t> layout_offsets(const std::vector<int64_t>& sizes) {
@@ -41,11 +39,11 @@ std::vector<float> he_params(const std::vector<int64_t>& sizes, uint64_t seed) {
   return initial_params(ParamLayout(sizes), InitScheme::kHe, seed);
 }
 
-StepResult cpu_step(const std::vector<int64_t>& sizes, int64_t batch, const State& before,
-                    const Hyper& h, const std::vector<uint8_t>& images,
+StepResult cpu_step(const std::vector<int64_t>& sizes, int64_t batch, const ModelState& before,
+                    const AdamHyper& h, const std::vector<uint8_t>& images,
                     const std::vector<uint8_t>& labels, bool binarize) {
-  Model model(cpu(), sizes, batch, hyper(h), binarize);
-  model.set_state(ModelState{before.params, before.m, before.v, before.step});
+  Model model(cpu(), sizes, batch, h, binarize);
+  model.set_state(before);
   Buffer img = upload(images), lab = upload(labels);
   Buffer metrics = upload(std::vector<double>{0.0, 0.0});
   StepResult r;
@@ -56,19 +54,18 @@ StepResult cpu_step(const std::vector<int64_t>& sizes, int64_t batch, const Stat
   const auto n = static_cast<std::size_t>(model.layout().total_floats());
   r.grads.assign(model.grads(), model.grads() + n);
   model.update();
-  const ModelState s = model.state();
-  r.after = State{s.params, s.m, s.v, s.step};
+  r.after = model.state();
   r.loss_sum = metrics.as<double>()[0];
   r.correct = metrics.as<double>()[1];
   return r;
 }
 
 void cpu_adam(std::vector<float>& p, const std::vector<float>& g, std::vector<float>& m,
-              std::vector<float>& v, const Hyper& h, int64_t* step) {
+              std::vector<float>& v, const AdamHyper& h, int64_t* step) {
   Buffer bp = upload(p), bg = upload(g), bm = upload(m), bv = upload(v);
   OptimizerState st;
   st.step = *step;
-  st.adam = hyper(h);
+  st.adam = h;
   Buffer bs = upload(std::vector<OptimizerState>{st});
   cpu().adam_step(bp.as<float>(), bg.as<float>(), bm.as<float>(), bv.as<float>(),
                   static_cast<int64_t>(p.size()), bs.as<OptimizerState>());

@@ -63,15 +63,15 @@ inline double relu_margin(const std::vector<int64_t>& sizes, const std::vector<f
 }
 
 struct Run {
-  fused_ref::State after;
+  ModelState after;
   std::vector<float> grads, logits;
   std::vector<float> workspace;
   double metrics[2] = {0, 0};
 };
 
 // `steps` steps of the emulation in one "launch"; indices may be empty (row s * batch + r).
-inline Run emulate(const Plan& p, const fused_ref::State& before, const fused_ref::Hyper& h,
-                   const Batch& data, int64_t steps = 1, const std::vector<int32_t>& indices = {},
+inline Run emulate(const Plan& p, const ModelState& before, const AdamHyper& h, const Batch& data,
+                   int64_t steps = 1, const std::vector<int32_t>& indices = {},
                    uint64_t block_order_seed = 0) {
   Run r;
   r.after = before;
@@ -79,7 +79,7 @@ inline Run emulate(const Plan& p, const fused_ref::State& before, const fused_re
   r.workspace.assign(static_cast<std::size_t>(fused::workspace_bytes(p) / 4), 0.0f);
   OptimizerState st;
   st.step = before.step;
-  st.adam = AdamHyper{h.lr, h.beta1, h.beta2, h.eps};
+  st.adam = h;
   const fused::StepArgs a{data.images.data(),
                           data.labels.data(),
                           indices.empty() ? nullptr : indices.data(),
@@ -132,7 +132,7 @@ inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) 
 //   atol 1e-5 max|T|, rtol 1e-4; m, v, params: the reference's Adam step moved by at most the
 //   gradient tolerance gtol, evaluated in float64 at g +- gtol (+1e-9 absolute, rtol 1e-6).
 inline void expect_step_matches(const Plan& p, const Run& got, const fused_ref::StepResult& want,
-                                const fused_ref::State& before, const fused_ref::Hyper& h) {
+                                const ModelState& before, const AdamHyper& h) {
   EXPECT_TRUE(std::abs(got.metrics[0] - want.loss_sum) <= 1e-4 + 1e-5 * std::abs(want.loss_sum))
       << "loss sum " << got.metrics[0] << " vs " << want.loss_sum;
   EXPECT_EQ(got.metrics[1], want.correct);

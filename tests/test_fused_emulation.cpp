@@ -55,8 +55,7 @@ TEST(FusedMath, LogWithinTwoUlpsOfCorrectlyRounded) {
 
 // The element recipe is the CPU backend's Adam, bit for bit, at any step and hyperparameters.
 TEST(FusedMath, AdamElementMatchesCpuAdamBitwise) {
-  for (const fused_ref::Hyper h :
-       {fused_ref::Hyper{}, fused_ref::Hyper{0.05f, 0.5f, 0.75f, 1e-3f}}) {
+  for (const AdamHyper h : {AdamHyper{}, AdamHyper{0.05f, 0.5f, 0.75f, 1e-3f}}) {
     for (int64_t step0 : {int64_t{0}, int64_t{7}, int64_t{12345}}) {
       const std::size_t n = 1000;
       Pcg32 rng(static_cast<uint64_t>(step0) + 1, 5);
@@ -71,7 +70,7 @@ TEST(FusedMath, AdamElementMatchesCpuAdamBitwise) {
       int64_t step = step0;
       fused_ref::cpu_adam(p, g, m, v, h, &step);
       OptimizerState st;
-      st.adam = AdamHyper{h.lr, h.beta1, h.beta2, h.eps};
+      st.adam = h;
       const AdamScalars a = adam_scalars(st, step0 + 1);
       for (std::size_t i = 0; i < n; ++i) adam_element(&pf[i], &mf[i], &vf[i], g[i], a);
       EXPECT_EQ(step, step0 + 1);
@@ -129,8 +128,8 @@ Plan plan_of(const Case& c) {
   return p;
 }
 
-fused_ref::State state_of(const Case& c, uint64_t seed) {
-  fused_ref::State s;
+ModelState state_of(const Case& c, uint64_t seed) {
+  ModelState s;
   s.params = fused_ref::he_params(c.sizes, seed);
   s.m.assign(s.params.size(), 0.0f);
   s.v.assign(s.params.size(), 0.0f);
@@ -148,7 +147,7 @@ fused_ref::State state_of(const Case& c, uint64_t seed) {
 }
 
 // A batch whose hidden pre-activations all stay 1e-5 away from 0 (see relu_margin).
-Batch safe_batch(const Case& c, const fused_ref::State& s) {
+Batch safe_batch(const Case& c, const ModelState& s) {
   for (uint64_t seed = 1; seed <= 200; ++seed) {
     Batch b = random_batch(seed, c.batch, c.sizes.front(), c.sizes.back());
     if (fused_test::relu_margin(c.sizes, s.params, b, c.batch, c.binarize) >= 1e-5) return b;
@@ -159,8 +158,8 @@ Batch safe_batch(const Case& c, const fused_ref::State& s) {
 
 void expect_one_step_matches(const Case& c) {
   const Plan p = plan_of(c);
-  const fused_ref::Hyper h;
-  const fused_ref::State before = state_of(c, 3);
+  const AdamHyper h;
+  const ModelState before = state_of(c, 3);
   const Batch b = safe_batch(c, before);
   const fused_ref::StepResult want =
       fused_ref::cpu_step(c.sizes, c.batch, before, h, b.images, b.labels, c.binarize);
@@ -202,7 +201,7 @@ TEST(FusedEmulation, BitwiseDeterministicAcrossRunsAndBlockOrders) {
   for (const Case& c : {Case{{7, 13, 5, 3}, 10, 7, 2}, Case{{300, 97, 33, 10}, 17, 40, 0},
                         Case{{784, 500, 500, 500, 10}, 100, 132, 0}}) {
     const Plan p = plan_of(c);
-    const fused_ref::State before = state_of(c, 5);
+    const ModelState before = state_of(c, 5);
     const Batch b = random_batch(21, c.batch, c.sizes.front(), c.sizes.back());
     const fused_test::Run first = fused_test::emulate(p, before, {}, b);
     expect_same(first, fused_test::emulate(p, before, {}, b), "second run");
@@ -223,9 +222,9 @@ TEST(FusedEmulation, StepsInOneLaunchEqualOneLaunchPerStep) {
   Pcg32 rng(4, 4);
   for (int64_t i = 0; i < steps * c.batch; ++i)
     idx.push_back(static_cast<int32_t>(rng.below(static_cast<uint32_t>(pool))));
-  const fused_ref::State s0 = state_of(c, 6);
+  const ModelState s0 = state_of(c, 6);
   const fused_test::Run launch = fused_test::emulate(p, s0, {}, data, steps, idx);
-  fused_ref::State s = s0, ref = s0;
+  ModelState s = s0, ref = s0;
   double loss = 0.0, ref_loss = 0.0;
   for (int64_t k = 0; k < steps; ++k) {
     Batch bk;
@@ -251,6 +250,73 @@ TEST(FusedEmulation, StepsInOneLaunchEqualOneLaunchPerStep) {
   EXPECT_EQ(launch.after.step, steps);
   EXPECT_EQ(launch.metrics[0], loss) << "the same additions in the same order";
   EXPECT_TRUE(std::abs(loss - ref_loss) <= 1e-4 + 1e-5 * std::abs(ref_loss));
+}
+
+// ---- the forward-only (evaluation) plan -----------------------------------------------
+
+// eval --engine fused: the forward stages and the loss only. Its logits and metrics follow the
+// reference's forward within tolerance, and it reads nothing of Adam (null m, v, state) and
+// writes no parameter.
+TEST(FusedEmulation, ForwardOnlyPlanMatchesTheReferenceForward) {
+  for (const Case& c :
+       {Case{{7, 13, 5, 3}, 10, 7, 0}, Case{{300, 97, 33, 10}, 17, 40, 0},
+        Case{{784, 500, 500, 500, 10}, 100, 132, 0}, Case{{784, 64, 10}, 1000, 132, 0}}) {
+    SCOPED_TRACE(::testing::Message() << c.sizes.size() - 1 << " layers, batch " << c.batch);
+    PlanRequest q{c.sizes.data(), static_cast<int32_t>(c.sizes.size()), c.batch, c.grid, 227 * 1024,
+                  false};
+    q.forward_only = true;
+    Plan p{};
+    const Verdict v = make_plan(q, &p);
+    ASSERT_TRUE(v.ok) << v.reason;
+    EXPECT_EQ(p.stage_count, p.layers) << "forward stages only";
+    const ModelState before = state_of(c, 9);
+    // No ReLU-margin search: in a forward pass a pre-activation within rounding of 0 moves
+    // the logits by about that rounding, well inside the tolerance.
+    const Batch b = random_batch(31, c.batch, c.sizes.front(), c.sizes.back());
+    const fused_ref::StepResult want =
+        fused_ref::cpu_step(c.sizes, c.batch, before, {}, b.images, b.labels, false);
+    std::vector<float> params = before.params;
+    std::vector<float> work(static_cast<std::size_t>(workspace_bytes(p) / 4), 0.0f);
+    double metrics[2] = {0, 0};
+    const StepArgs a{b.images.data(), b.labels.data(), nullptr, 1,           params.data(), nullptr,
+                     nullptr,         nullptr,         metrics, work.data(), nullptr};
+    emulate_steps(p, a);
+    EXPECT_TRUE(fused_test::same_bits(params, before.params)) << "parameters untouched";
+    const LayerPlan& last = p.layer[p.layers - 1];
+    const float* lg = work.data() + p.counter_floats + last.act_off;
+    const std::vector<float> logits(lg, lg + int64_t{p.batch} * last.fan_out);
+    EXPECT_TRUE(fused_test::close(logits, want.logits, 0, want.logits.size(),
+                                  1e-5 * fused_test::max_abs(want.logits, 0, want.logits.size()),
+                                  1e-4));
+    EXPECT_TRUE(std::abs(metrics[0] - want.loss_sum) <= 1e-4 + 1e-5 * std::abs(want.loss_sum))
+        << metrics[0] << " vs " << want.loss_sum;
+    EXPECT_EQ(metrics[1], want.correct);
+  }
+}
+
+// A forward-only plan needs no dX tiles and no batch x (k + n) dW panel pair, so it needs no
+// more shared memory than the training plan, and it fits eval's default batch of 1000 at the
+// MNIST shape, where the training plan is refused.
+TEST(FusedEmulation, ForwardOnlyPlanFitsWhereTrainingDoesNot) {
+  const std::vector<int64_t> sizes{784, 500, 500, 500, 10};
+  for (int64_t batch : {1, 100}) {
+    Plan train{}, eval{};
+    PlanRequest q{sizes.data(), 5, batch, 132, 227 * 1024, false};
+    ASSERT_TRUE(make_plan(q, &train).ok);
+    q.forward_only = true;
+    ASSERT_TRUE(make_plan(q, &eval).ok);
+    EXPECT_LE(eval.smem_floats, train.smem_floats) << "batch " << batch;
+    EXPECT_EQ(eval.forward_only, 1);
+    EXPECT_EQ(train.forward_only, 0);
+  }
+  Plan p{};
+  PlanRequest q{sizes.data(), 5, 1000, 132, 227 * 1024, false};
+  const Verdict refused = make_plan(q, &p);
+  EXPECT_FALSE(refused.ok);
+  EXPECT_NE(std::string(refused.reason).find("shared memory"), std::string::npos) << refused.reason;
+  q.forward_only = true;
+  const Verdict v = make_plan(q, &p);
+  EXPECT_TRUE(v.ok) << v.reason;
 }
 
 }  // namespace

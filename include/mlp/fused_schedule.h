@@ -68,6 +68,7 @@ struct LayerPlan {
 
 struct Plan {
   int32_t layers, batch, grid, binarize;
+  int32_t forward_only;  // 1: F_0 .. F_{L-1} and the loss only (eval): no dX, dW, Adam, step
   int64_t param_floats;  // ParamLayout::total_floats()
   LayerPlan layer[kMaxLayers];
   int32_t stage_count;
@@ -154,10 +155,15 @@ MLP_HOST_DEVICE inline int64_t loss_smem(int32_t batch, int32_t classes) {
 // Then for l = L-1 .. 1: { dX_l, dW_{l+1} + Adam }, and last { dW_1 + Adam, dW_0 + Adam }.
 // A grid barrier separates stages. dW_{l+1} waits one stage after dX_{l+1} because dX_{l+1}
 // tiles read W_{l+1} across blocks; dW_l needs dz_l (from dX_{l+1}) and acts[l] (from F).
+// A forward-only plan stops after F_{L-1} (its loss still adds into the metrics).
 MLP_HOST_DEVICE inline void make_stages(Plan* p) {
   const int32_t L = p->layers;
   int32_t s = 0;
   for (int32_t l = 0; l < L; ++l) p->stage[s++] = Stage{1, {{OpKind::kForward, l}, {}}};
+  if (p->forward_only) {
+    p->stage_count = s;
+    return;
+  }
   for (int32_t l = L - 1; l >= 1; --l) {
     Stage st{1, {{OpKind::kDx, l}, {}}};
     if (l + 1 <= L - 1) st.ops[st.op_count++] = Op{OpKind::kDw, l + 1};
@@ -220,6 +226,7 @@ struct StepArgs {
   float* m;
   float* v;
   OptimizerState* state;  // step is read once at the start and advanced by `steps`
+                          // (m, v and state may be null for a forward-only plan: never read)
   double* metrics;        // {loss_sum, correct}, added to in step order
   void* workspace;        // workspace_bytes(plan), zeroed once; every step leaves it reusable
   float* grads;           // optional (null in training): the last step's gradients, flat layout
@@ -234,6 +241,7 @@ struct PlanRequest {
   int32_t grid;        // blocks of the cooperative launch (one per SM)
   int64_t smem_bytes;  // dynamic shared memory one block may use
   bool binarize;
+  bool forward_only = false;  // an evaluation plan: forward and loss, parameters untouched
 };
 
 struct Verdict {
@@ -264,6 +272,8 @@ inline Verdict make_plan(const PlanRequest& q, Plan* out) {
   p.batch = static_cast<int32_t>(q.batch);
   p.grid = q.grid;
   p.binarize = q.binarize ? 1 : 0;
+  p.forward_only = q.forward_only ? 1 : 0;
+  const bool train = !q.forward_only;
   const int64_t budget = q.smem_bytes / 4;
   const int64_t align4 = 4;
   int64_t total = 0, work = 0;
@@ -283,18 +293,19 @@ inline Verdict make_plan(const PlanRequest& q, Plan* out) {
     total += (int64_t{lp.fan_in} * lp.fan_out + align4 - 1) / align4 * align4;
     lp.b_off = total;
     total += (int64_t{lp.fan_out} + align4 - 1) / align4 * align4;
-    if (!choose_split(lp.fan_in, lp.fan_out, p.batch, p.grid, l == 0 ? 0.25 : 1.0, true, budget,
+    if (!choose_split(lp.fan_in, lp.fan_out, p.batch, p.grid, l == 0 ? 0.25 : 1.0, train, budget,
                       &lp.fwd))
       return refuse(
           "no tile of layer %lld (%lld x %lld) at batch %lld fits the shared memory "
           "a block may use",
           l, lp.fan_in, lp.fan_out, q.batch);
-    if (l >= 1 && !choose_split(lp.fan_out, lp.fan_in, p.batch, p.grid, 1.0, false, budget, &lp.dx))
+    if (train && l >= 1 &&
+        !choose_split(lp.fan_out, lp.fan_in, p.batch, p.grid, 1.0, false, budget, &lp.dx))
       return refuse(
           "no backward tile of layer %lld (%lld x %lld) at batch %lld fits the shared "
           "memory a block may use",
           l, lp.fan_in, lp.fan_out, q.batch);
-    if (l == 0) lp.dx = Split{1, 1, lp.fan_out, lp.fan_in};
+    if (l == 0 || !train) lp.dx = Split{1, 1, lp.fan_out, lp.fan_in};  // never run
     const int64_t act = int64_t{p.batch} * lp.fan_out;
     lp.act_off = work;
     work += (act + 3) / 4 * 4;
@@ -303,15 +314,15 @@ inline Verdict make_plan(const PlanRequest& q, Plan* out) {
     lp.fwd_part_off = work;
     if (lp.fwd.red_tiles > 1) work += (lp.fwd.red_tiles * act + 3) / 4 * 4;
     lp.dx_part_off = work;
-    if (l >= 1 && lp.dx.red_tiles > 1)
+    if (train && l >= 1 && lp.dx.red_tiles > 1)
       work += (int64_t{lp.dx.red_tiles} * p.batch * lp.fan_in + 3) / 4 * 4;
     lp.fwd_counter = counters;
     counters += lp.fwd.out_tiles;
     lp.dx_counter = counters;
     counters += lp.dx.out_tiles;
     const int64_t f = panel_smem(p.batch, lp.fwd.red_size, lp.fwd.out_size);
-    const int64_t w = dw_smem(p.batch, lp.fwd.red_size, lp.fwd.out_size);
-    const int64_t x = l >= 1 ? panel_smem(p.batch, lp.dx.red_size, lp.dx.out_size) : 0;
+    const int64_t w = train ? dw_smem(p.batch, lp.fwd.red_size, lp.fwd.out_size) : 0;
+    const int64_t x = train && l >= 1 ? panel_smem(p.batch, lp.dx.red_size, lp.dx.out_size) : 0;
     smem = f > smem ? f : smem;
     smem = w > smem ? w : smem;
     smem = x > smem ? x : smem;

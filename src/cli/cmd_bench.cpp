@@ -11,8 +11,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cli/bench_engines.h"
 #include "cli/commands.h"
 #include "cli/device_flags.h"
+#include "cli/engine_flag.h"
 #include "mlp/backend.h"
 #include "mlp/bench.h"
 #include "mlp/dataset.h"
@@ -26,6 +28,7 @@ struct BenchOptions {
   BenchConfig cfg;
   std::vector<int64_t> hidden{500, 500, 500};
   DeviceFlags device;  // --device all|cpu|cuda
+  EngineFlag engine;   // --engine cublas|fused|all
   std::string data_dir = "data/mnist";
   bool synthetic = false;
   bool sweep = false;
@@ -113,6 +116,7 @@ void print_tables(const std::vector<BenchResult>& rows, const std::vector<double
 }
 
 int run_bench_command(BenchOptions& o) {
+  check_engine_flags(o.engine, o.device, o.no_graph);
   const int threads = resolve_cpu_threads(o.device.threads);
   const Data data = load_data(o);
   o.cfg.sizes = {data.set.pixels()};
@@ -159,6 +163,7 @@ int run_bench_command(BenchOptions& o) {
 
   std::vector<BenchResult> rows;
   std::vector<double> speedups;
+  EngineRows engine_rows;  // both engines, in run order
   for (int64_t b : batches) {
     BenchConfig c = o.cfg;
     c.batch = b;
@@ -169,15 +174,22 @@ int run_bench_command(BenchOptions& o) {
     double cpu_sps = 0;
     for (auto& be : backends) {
       const std::string dev = be->kind() == BackendKind::kCuda ? "cuda" : "cpu";
+      if (!o.engine.cublas()) {  // --engine fused|all: the fused row (cli/bench_engines.h)
+        add_fused_row(*be, data.set, c, peaks[dev], o.device.device == "all", o.sweep, &engine_rows,
+                      &skipped);
+        if (o.engine.fused()) continue;
+      }
       fmt::print(stderr, "bench: {} batch {} ({} steps x {})...\n", dev, b, c.steps, c.repeats);
       rows.push_back(run_bench(*be, data.set, c, peaks[dev]));
+      engine_rows.emplace_back("cublas", rows.back());
       if (dev == "cpu") cpu_sps = rows.back().samples_per_sec;
       speedups.push_back(dev == "cuda" && cpu_sps > 0 ? rows.back().samples_per_sec / cpu_sps : 0);
     }
   }
 
   if (!o.json) {
-    print_tables(rows, speedups);
+    if (!rows.empty()) print_tables(rows, speedups);
+    if (!o.engine.cublas()) print_engine_table(engine_rows);
     return 0;
   }
   nlohmann::json j = {
@@ -193,6 +205,8 @@ int run_bench_command(BenchOptions& o) {
   j["results"] = nlohmann::json::array();
   for (std::size_t i = 0; i < rows.size(); ++i)
     j["results"].push_back(to_json(rows[i], speedups[i]));
+  j["engine"] = o.engine.name;
+  j["engines"] = engines_json(engine_rows);  // every row of either engine (fused: only here)
   fmt::print("{}\n", j.dump(2));
   return 0;
 }
@@ -223,6 +237,7 @@ Command add_bench_command(CLI::App& root) {
       ->default_str("500,500,500")
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   add_device_flags(app, o->device, /*bench_choices=*/true);
+  add_engine_flag(app, o->engine, /*bench_choices=*/true);
   app->add_flag("--sweep", o->sweep,
                 "One row per batch size 100,256,512,1024,2048,4096, each "
                 "with about steps x batch-size samples");

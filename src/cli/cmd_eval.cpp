@@ -8,6 +8,8 @@
 
 #include "cli/commands.h"
 #include "cli/device_flags.h"
+#include "cli/engine_flag.h"
+#include "fused/fused_evaluate.h"
 #include "mlp/backend.h"
 #include "mlp/checkpoint.h"
 #include "mlp/dataset.h"
@@ -23,6 +25,7 @@ struct EvalOptions {
   std::string data_dir = "data/mnist";
   std::string split = "test";
   DeviceFlags device;
+  EngineFlag engine;
   int64_t batch = 1000;
   bool json = false;
 };
@@ -72,7 +75,16 @@ void print_json(const EvalOptions& o, const Checkpoint& c, const Dataset& ds, co
   fmt::print("{}\n", j.dump());
 }
 
+EvalResult evaluate_checkpoint(Backend& backend, const Checkpoint& c, int64_t batch,
+                               const Dataset& ds) {
+  Model model(backend, c.sizes, std::min(batch, ds.count), c.adam, c.binarize);
+  model.set_state(c.state);
+  const DeviceDataset dev(backend, ds);
+  return evaluate(backend, model, dev);
+}
+
 int run_eval(const EvalOptions& o) {
+  check_engine_flags(o.engine, o.device, false);
   const Checkpoint c = load_checkpoint(o.model);
   const BackendOptions bo = backend_options(o.device);
   const Dataset ds =
@@ -82,10 +94,11 @@ int run_eval(const EvalOptions& o) {
                                  ds.images_path, ds.rows, ds.cols, o.model, c.image_rows,
                                  c.image_cols));
   std::unique_ptr<Backend> backend = make_backend(bo);
-  Model model(*backend, c.sizes, std::min(o.batch, ds.count), c.adam, c.binarize);
-  model.set_state(c.state);
-  const DeviceDataset dev(*backend, ds);
-  const EvalResult r = evaluate(*backend, model, dev);
+  const EvalResult r =
+      o.engine.fused()  // the fused engine's forward-only plan (docs/fused-engine.md)
+          ? fused::FusedEvaluator(backend->kind(), c.sizes, o.batch, c.binarize, ds)
+                .evaluate(c.state.params)
+          : evaluate_checkpoint(*backend, c, o.batch, ds);
   if (o.json)
     print_json(o, c, ds, r);
   else
@@ -108,6 +121,7 @@ Command add_eval_command(CLI::App& root) {
       ->capture_default_str()
       ->check(CLI::IsMember({"test", "train"}));
   add_device_flags(app, o->device);
+  add_engine_flag(app, o->engine);
   app->add_option("--batch-size", o->batch, "Images per forward pass")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));

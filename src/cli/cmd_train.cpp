@@ -6,10 +6,12 @@
 
 #include "cli/commands.h"
 #include "cli/device_flags.h"
+#include "cli/engine_flag.h"
 #include "cli/reporter.h"
 #include "cli/run_config.h"
 #include "cli/signals.h"
 #include "cli/train_checkpoint.h"
+#include "cli/train_fused.h"
 #include "mlp/backend.h"
 #include "mlp/dataset.h"
 #include "mlp/error.h"
@@ -22,6 +24,7 @@ namespace {
 struct TrainOptions {
   RunConfig cfg;
   DeviceFlags device;
+  EngineFlag engine;
   std::string init = "he";
   bool no_graph = false;
   bool quiet = false;
@@ -97,6 +100,7 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   cfg.init = parse_init(o.init);
   InterruptGuard interrupt;  // until a trainer is attached, Ctrl-C exits at once
   cfg.use_graph = !o.no_graph;
+  check_engine_flags(o.engine, o.device, o.no_graph);
   const BackendOptions bo = backend_options(o.device);
 
   Reporter report(o.quiet, o.log_json);  // opens --log-json first: fail before any work
@@ -113,6 +117,8 @@ int run_train(TrainOptions& o, const CLI::App& app) {
     model.set_state(resumed->state);
   else
     model.set_params(initial_params(model.layout(), cfg.init, cfg.seed));
+  if (o.engine.fused())
+    return run_fused_train(report, cfg, o.ckpt, *backend, model, train, test, resumed);
   Trainer trainer(*backend, model, train, &test, trainer_options(cfg));
   InterruptGuard::Attachment stop_on_interrupt(trainer);
   CheckpointSaver saver(report, o.ckpt, cfg, model, train, trainer);
@@ -203,6 +209,7 @@ Command add_train_command(CLI::App& root) {
       ->check(CLI::IsMember({"he", "normal"}));
   app->add_option("--seed", c.seed, "Seed for init and shuffling")->capture_default_str();
   add_device_flags(app, o->device);
+  add_engine_flag(app, o->engine);
   app->add_flag("--binarize", c.binarize,
                 "Threshold pixels at 128 to 0/1 instead of scaling by 1/255");
   app->add_flag("--no-graph", o->no_graph,

@@ -228,9 +228,10 @@ void emulate_steps(const Plan& plan, const StepArgs& args, const EmulationOption
         std::vector<float>(static_cast<std::size_t>(plan.smem_floats))};
   std::vector<int32_t> order(static_cast<std::size_t>(plan.grid));
   uint64_t shuffle_state = opt.block_order_seed;
-  const int64_t t0 = args.state->step;  // every block reads it before the first barrier
+  const bool train = plan.forward_only == 0;
+  const int64_t t0 = train ? args.state->step : 0;  // every block reads it before the first barrier
   for (c.step = 0; c.step < args.steps; ++c.step) {
-    c.adam = adam_scalars(*args.state, t0 + c.step + 1);
+    if (train) c.adam = adam_scalars(*args.state, t0 + c.step + 1);
     for (int32_t s = 0; s < plan.stage_count; ++s) {
       std::iota(order.begin(), order.end(), 0);
       if (opt.block_order_seed != 0) shuffle_blocks(order, shuffle_state);
@@ -239,7 +240,7 @@ void emulate_steps(const Plan& plan, const StepArgs& args, const EmulationOption
       // grid barrier
     }
   }
-  args.state->step = t0 + args.steps;  // the kernel's block 0 writes it after its first barrier
+  if (train) args.state->step = t0 + args.steps;  // the kernel's block 0: after its first barrier
 }
 
 }  // namespace mlp::fused

@@ -7,21 +7,31 @@
 //   - kernel vs CPU reference (Model on the CPU backend): tolerance, test_cuda_training's formula
 //     (the reference's GEMM sums in another order, with libm's exp/log).
 //   - two runs, and N launches of one step vs one launch of N steps: bitwise.
-// Not here yet: one epoch on MNIST >= 96% (needs the Trainer integration of --engine fused).
+//   - the engine behind --engine fused: the kernel's StepRunner vs the emulation's (bitwise),
+//     the forward-only evaluation plan, and one epoch on MNIST >= 96% (FusedTrainer).
 // Run under compute-sanitizer --tool racecheck / synccheck with --gtest_filter='FusedCuda*'.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "fused/fused_evaluate.h"
+#include "fused/fused_runner.h"
+#include "fused/fused_trainer.h"
 #include "fused_test_util.h"
 #include "kernels/cuda_check.cuh"
 #include "kernels/fused_step.cuh"
+#include "mlp/backend.h"
 #include "mlp/dataset.h"
+#include "mlp/evaluate.h"
+#include "mlp/model.h"
+#include "mlp/trainer.h"
 
 namespace mlp {
 namespace {
@@ -67,9 +77,9 @@ kernels::FusedLaunch prepare(const std::vector<int64_t>& sizes, int64_t batch) {
 }
 
 // `launches` launches of `steps_per_launch` steps each, on the device; like fused_test::emulate.
-fused_test::Run run_gpu(const kernels::FusedLaunch& L, const fused_ref::State& before,
-                        const fused_ref::Hyper& h, const Batch& data, int64_t launches = 1,
-                        int64_t steps_per_launch = 1, const std::vector<int32_t>& indices = {}) {
+fused_test::Run run_gpu(const kernels::FusedLaunch& L, const ModelState& before, const AdamHyper& h,
+                        const Batch& data, int64_t launches = 1, int64_t steps_per_launch = 1,
+                        const std::vector<int32_t>& indices = {}) {
   const fused::Plan& p = L.plan;
   fused_test::Run r;
   r.after = before;
@@ -77,7 +87,7 @@ fused_test::Run run_gpu(const kernels::FusedLaunch& L, const fused_ref::State& b
   r.workspace.assign(static_cast<std::size_t>(fused::workspace_bytes(p) / 4), 0.0f);
   OptimizerState st;
   st.step = before.step;
-  st.adam = AdamHyper{h.lr, h.beta1, h.beta2, h.eps};
+  st.adam = h;
   Dev images(data.images), labels(data.labels), idx(indices), params(before.params), m(before.m),
       v(before.v), grads(r.grads), work(r.workspace), state(std::vector<OptimizerState>{st}),
       metrics(std::vector<double>{0.0, 0.0});
@@ -117,8 +127,7 @@ fused_test::Run run_gpu(const kernels::FusedLaunch& L, const fused_ref::State& b
 
 const std::vector<int64_t> kMnist{784, 500, 500, 500, 10};
 
-// $MNIST_DIR, else data/mnist in the source tree (as testing.h, which this file cannot include:
-// it brings mlp/backend.h, whose AdamHyper clashes with mlp/optimizer.h's until the re-layout).
+// $MNIST_DIR, else data/mnist in the source tree (as testing.h).
 std::string mnist_dir() {
   const char* env = std::getenv("MNIST_DIR");
   return env && *env ? env : std::string(MLP_SOURCE_DIR) + "/data/mnist";
@@ -130,7 +139,7 @@ bool mnist_present(const std::string& dir) {
   return true;
 }
 
-Batch safe_batch(const std::vector<int64_t>& sizes, int64_t batch, const fused_ref::State& s) {
+Batch safe_batch(const std::vector<int64_t>& sizes, int64_t batch, const ModelState& s) {
   for (uint64_t seed = 1; seed <= 200; ++seed) {
     Batch b = fused_test::random_batch(seed, batch, sizes.front(), sizes.back());
     if (fused_test::relu_margin(sizes, s.params, b, batch) >= 1e-5) return b;
@@ -139,8 +148,8 @@ Batch safe_batch(const std::vector<int64_t>& sizes, int64_t batch, const fused_r
   return {};
 }
 
-fused_ref::State fresh(const std::vector<int64_t>& sizes, uint64_t seed) {
-  fused_ref::State s;
+ModelState fresh(const std::vector<int64_t>& sizes, uint64_t seed) {
+  ModelState s;
   s.params = fused_ref::he_params(sizes, seed);
   s.m.assign(s.params.size(), 0.0f);
   s.v.assign(s.params.size(), 0.0f);
@@ -159,7 +168,7 @@ void expect_bitwise(const fused_test::Run& a, const fused_test::Run& b, const st
 
 TEST_F(FusedCuda, OneStepMatchesCpuReference) {
   const kernels::FusedLaunch L = prepare(kMnist, 100);
-  const fused_ref::State before = fresh(kMnist, 1);
+  const ModelState before = fresh(kMnist, 1);
   const Batch b = safe_batch(kMnist, 100, before);
   const fused_ref::StepResult want =
       fused_ref::cpu_step(kMnist, 100, before, {}, b.images, b.labels, false);
@@ -171,7 +180,7 @@ TEST_F(FusedCuda, OneStepEqualsEmulationBitwise) {
                                      {{7, 13, 5, 3}, 10},
                                      {{300, 97, 33, 10}, 17}}) {
     const kernels::FusedLaunch L = prepare(sizes, batch);
-    const fused_ref::State before = fresh(sizes, 2);
+    const ModelState before = fresh(sizes, 2);
     const Batch b = fused_test::random_batch(5, batch, sizes.front(), sizes.back());
     expect_bitwise(run_gpu(L, before, {}, b), fused_test::emulate(L.plan, before, {}, b),
                    "kernel vs emulation, " + std::to_string(sizes.front()) + " inputs");
@@ -180,7 +189,7 @@ TEST_F(FusedCuda, OneStepEqualsEmulationBitwise) {
 
 TEST_F(FusedCuda, TwoRunsBitwiseIdentical) {
   const kernels::FusedLaunch L = prepare(kMnist, 100);
-  const fused_ref::State before = fresh(kMnist, 3);
+  const ModelState before = fresh(kMnist, 3);
   const Batch b = fused_test::random_batch(9, 100, 784, 10);
   expect_bitwise(run_gpu(L, before, {}, b), run_gpu(L, before, {}, b), "second run");
 }
@@ -199,8 +208,8 @@ TEST_F(FusedCuda, TwentyStepsMatchCpuLossesAndOneLaunchOfTwenty) {
     data = fused_test::random_batch(100, steps * B, 784, 10);
   }
   const kernels::FusedLaunch L = prepare(kMnist, B);
-  const fused_ref::State s0 = fresh(kMnist, 7);
-  fused_ref::State gpu = s0, cpu = s0;
+  const ModelState s0 = fresh(kMnist, 7);
+  ModelState gpu = s0, cpu = s0;
   for (int64_t s = 0; s < steps; ++s) {
     Batch bs;
     bs.images.assign(data.images.begin() + s * B * 784, data.images.begin() + (s + 1) * B * 784);
@@ -231,6 +240,104 @@ TEST_F(FusedCuda, RefusesUnsupportedShapesWithExitCodeSix) {
     EXPECT_EQ(e.code(), ExitCode::kDevice);
     EXPECT_NE(std::string(e.what()).find("--engine fused"), std::string::npos) << e.what();
   }
+}
+
+// ---- the engine behind --engine fused: runner, trainer, evaluation ------------------------
+
+// The kernel's runner and the emulation's, through the StepRunner seam FusedTrainer uses: the
+// same order uploaded once, two launches (2 + 1 steps), the same bits.
+TEST_F(FusedCuda, KernelRunnerEqualsTheEmulationRunnerBitwise) {
+  int sms = 0;
+  MLP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  if (sms != fused::kEmulatedGrid)
+    GTEST_SKIP() << "the emulation plans for " << fused::kEmulatedGrid << " SMs, this GPU has "
+                 << sms << " (different tiles, different summation orders)";
+  const int64_t B = 100, steps = 3;
+  const Batch data = fused_test::random_batch(41, 4 * B, 784, 10);
+  Dataset ds;
+  ds.count = 4 * B;
+  ds.rows = ds.cols = 28;
+  ds.images = data.images;
+  ds.labels = data.labels;
+  std::vector<int32_t> order(static_cast<std::size_t>(ds.count));
+  for (std::size_t i = 0; i < order.size(); ++i)
+    order[i] = static_cast<int32_t>((i * 7) % order.size());
+  const ModelState s0 = fresh(kMnist, 11);
+  std::unique_ptr<Backend> be = make_cuda_backend({});  // sets the device
+  ModelState got[2];
+  double metrics[2][2];
+  for (int k = 0; k < 2; ++k) {
+    auto runner = fused::make_step_runner(k == 0 ? BackendKind::kCuda : BackendKind::kCpu, kMnist,
+                                          B, false, false);
+    runner->set_data(ds);
+    runner->set_order(order);
+    runner->set_state(s0, AdamHyper{}, LrSchedule{});
+    runner->set_metrics(0, 0);
+    runner->run(0, 2);
+    runner->run(2, 1);
+    runner->metrics(metrics[k]);
+    got[k] = runner->state();
+  }
+  EXPECT_TRUE(fused_test::same_bits(got[0].params, got[1].params));
+  EXPECT_TRUE(fused_test::same_bits(got[0].m, got[1].m));
+  EXPECT_TRUE(fused_test::same_bits(got[0].v, got[1].v));
+  EXPECT_EQ(got[0].step, steps);
+  EXPECT_EQ(got[1].step, steps);
+  EXPECT_EQ(std::memcmp(metrics[0], metrics[1], sizeof metrics[0]), 0);
+}
+
+// eval --engine fused's forward-only plan on the GPU against the same plan emulated on the CPU
+// (bitwise on a 132-SM device) and against the CPU reference's loss (tolerance).
+TEST_F(FusedCuda, ForwardOnlyEvaluationMatchesEmulationAndReference) {
+  const Batch data = fused_test::random_batch(43, 1050, 784, 10);
+  Dataset ds;
+  ds.count = 1050;  // one batch of 1000 and a remainder plan of 50
+  ds.rows = ds.cols = 28;
+  ds.images = data.images;
+  ds.labels = data.labels;
+  const ModelState s = fresh(kMnist, 12);
+  std::unique_ptr<Backend> be = make_cuda_backend({});
+  const EvalResult gpu =
+      fused::FusedEvaluator(BackendKind::kCuda, kMnist, 1000, false, ds).evaluate(s.params);
+  std::unique_ptr<Backend> cpu = make_cpu_backend({});
+  Model ref(*cpu, kMnist, 1000, AdamHyper{}, false);
+  ref.set_state(s);
+  const EvalResult want = evaluate(*cpu, ref, DeviceDataset(*cpu, ds));
+  EXPECT_EQ(gpu.count, 1050);
+  EXPECT_TRUE(std::abs(gpu.loss - want.loss) <= 1e-5 * std::abs(want.loss))
+      << gpu.loss << " vs " << want.loss;
+  EXPECT_TRUE(std::abs(gpu.accuracy - want.accuracy) <= 2.0 / 1050) << "a tie may move a row";
+  int sms = 0;
+  MLP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  if (sms == fused::kEmulatedGrid) {
+    const EvalResult emu =
+        fused::FusedEvaluator(BackendKind::kCpu, kMnist, 1000, false, ds).evaluate(s.params);
+    EXPECT_EQ(gpu.loss, emu.loss) << "bitwise";
+    EXPECT_EQ(gpu.confusion, emu.confusion);
+  }
+}
+
+// The bar: one epoch of `train --engine fused` on MNIST, >= 96% on the test set.
+TEST_F(FusedCuda, OneEpochOnMnistReaches96Percent) {
+  const std::string dir = mnist_dir();
+  if (!mnist_present(dir)) GTEST_SKIP() << "no MNIST in " << dir << " (set MNIST_DIR)";
+  const Dataset train = load_split(dir, Split::kTrain), test = load_split(dir, Split::kTest);
+  std::unique_ptr<Backend> be = make_cuda_backend({});
+  Model model(*be, kMnist, 100, AdamHyper{}, false);
+  model.set_params(initial_params(model.layout(), InitScheme::kHe, 1));
+  TrainerOptions to;
+  to.epochs = 1;
+  to.batch_size = 100;
+  to.seed = 1;
+  fused::FusedTrainer trainer(*be, model, false, train, &test, to);
+  const std::vector<EpochStats> epochs = trainer.run({});
+  ASSERT_EQ(epochs.size(), 1u);
+  ASSERT_TRUE(epochs[0].complete && epochs[0].evaluated);
+  EXPECT_GE(epochs[0].test_accuracy, 0.96) << "test loss " << epochs[0].test_loss;
+  EXPECT_TRUE(std::isfinite(epochs[0].loss) && epochs[0].loss < 0.5) << epochs[0].loss;
+  EXPECT_EQ(model.state().step, 600) << "the Model holds the trained state";
+  std::printf("fused 1 epoch: test accuracy %.4f, %.1f us per step (training loop)\n",
+              epochs[0].test_accuracy, 1e6 * epochs[0].seconds / 600);
 }
 
 }  // namespace
