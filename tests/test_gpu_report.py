@@ -153,6 +153,15 @@ def pytorch_doc(skip_autotune=True):
             "results": results, "best": {"cpu": None, "cuda": best}, "cuda_variants": cv}
 
 
+def engines_json(rows):
+    """bench --engine all|fused --json's "engines" rows: (engine, batch, us per step)."""
+    return json.dumps({"engine": "all", "results": [], "engines": [
+        {"engine": e, "device": "cuda", "backend": "x", "batch_size": b, "steps": 100,
+         "repeats": 5, "samples_per_sec": 1e6 * b / us, "step_us": us, "epoch_ms": us * 60000 / b
+         / 1000, "floor_us": 10.0, "floor_share": 10.0 / us, "gflops": 1.0, "loss": 0.5}
+        for e, b, us in rows]})
+
+
 def write_run(d, gpu_acc=0.9791, cpu_acc=0.9807, tests=None, sanitizer=None, fused=False,
               no_gpu=None, torch=True):
     """An OUTDIR as gpu-check leaves it; the keyword arguments vary one thing."""
@@ -174,6 +183,10 @@ def write_run(d, gpu_acc=0.9791, cpu_acc=0.9807, tests=None, sanitizer=None, fus
     w("bench.log", block("bench", "bench: cuda batch 100 (100 steps x 5)...",
                          json_part=bench_json([("cpu", 910.0), ("cuda", 21.0)])) +
       block("bench-tf32", "", json_part=bench_json([("cuda", 18.5)])) +
+      (block("bench-fused", "", json_part=engines_json([("cublas", 100, 21.0), ("fused", 100, 14.0)]))
+       + block("bench-fused-sweep", "",
+               json_part=engines_json([("fused", 100, 14.0), ("fused", 256, 20.0)]))
+       if fused else "") +
       block("pytorch", "pytorch 2.11.0+cu130 bench | model 784-500-500-500-10"))
     san = ""
     for tool in ("memcheck", "racecheck", "synccheck", "initcheck"):
@@ -287,6 +300,19 @@ class GpuReport(unittest.TestCase):
         self.assertAlmostEqual(r["step_us"]["fused"], 10.0)  # epoch 2: 6 ms / 600 steps
         self.assertEqual(r["fused_tests"]["passed"], 1)
         self.assertIn("fused tests 1 passed", out)
+        fb = r["fused_bench"]
+        self.assertAlmostEqual(fb["step_us"]["fused"], 14.0)
+        self.assertAlmostEqual(fb["step_us"]["cublas"], 21.0)
+        self.assertAlmostEqual(fb["floor_share"]["fused"], 10.0 / 14.0)
+        self.assertEqual([x["batch_size"] for x in fb["sweep"]], [100, 256])
+        self.assertIn("ours fused engine (bench, 71% of floor)", out)
+
+    def test_without_fused_stages_the_fused_keys_are_null(self):
+        rc, r, _, out = self.run_report()
+        self.assertIsNone(r["step_us"]["fused"])
+        self.assertIsNone(r["fused_bench"]["rows"])
+        self.assertIsNone(r["fused_bench"]["step_us"]["fused"])
+        self.assertNotIn("fused engine", out)
 
     def test_no_pytorch_leaves_nulls(self):
         rc, r, _, _ = self.run_report(torch=False)
