@@ -3,6 +3,7 @@
 
 #include <thread>
 
+#include "cpu/cpu_topology.h"
 #include "mlp/backend.h"
 #include "mlp/error.h"
 
@@ -16,9 +17,7 @@ DeviceChoice parse_device(const std::string& s) {
 }
 
 int resolve_cpu_threads(int requested) {
-  if (requested > 0) return requested;
-  const auto hw = static_cast<int>(std::thread::hardware_concurrency());
-  return hw > 0 ? hw : 1;
+  return requested > 0 ? requested : cpu::physical_cores();  // not hyperthreads
 }
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& opt) {

@@ -171,11 +171,22 @@ class ScopedRange {
   Backend& b_;
 };
 
+// The library behind the CPU GEMMs (--cpu-gemm). kDefault: oneDNN when this
+// build has it (about twice OpenBLAS's speed on the step's shapes), else OpenBLAS.
+enum class CpuGemm { kDefault, kOnednn, kOpenblas };
 struct CpuOptions {
-  int threads = 0;  // 0: all cores
+  int threads = 0;  // 0: all physical cores
+  CpuGemm gemm = CpuGemm::kDefault;
 };
-// The thread count a CpuOptions::threads value means on this machine (0: all cores).
+// The thread count a CpuOptions::threads value means on this machine (0: the
+// physical cores this process may run on, hyperthreads not counted).
 int resolve_cpu_threads(int requested);
+// "onednn" | "openblas" | "default"; Error(kUsage) on anything else, and on
+// "onednn" when this build has no oneDNN.
+CpuGemm parse_cpu_gemm(const std::string& s);
+CpuGemm resolve_cpu_gemm(CpuGemm g);   // kDefault -> what this build uses
+const char* cpu_gemm_name(CpuGemm g);  // "onednn" | "openblas" (kDefault resolved)
+bool onednn_compiled();
 struct CudaOptions {
   int device = 0;
   bool tf32 = false;  // allow TF32 tensor-core math in cuBLAS (default strict FP32)

@@ -17,6 +17,13 @@ void add_device_flags(CLI::App* app, DeviceFlags& f, bool bench_choices) {
   app->add_option("--threads", f.threads, "CPU threads for the GEMMs and loops (0: all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  std::vector<std::string> gemms{"onednn", "openblas"};
+  if (bench_choices) gemms.push_back("all");
+  app->add_option("--cpu-gemm", f.cpu_gemm,
+                  bench_choices ? "CPU GEMM library: onednn, openblas or all (one row each)"
+                                : "CPU GEMM library: onednn or openblas")
+      ->capture_default_str()
+      ->check(CLI::IsMember(gemms));
   app->add_flag("--tf32", f.tf32,
                 "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
 }
@@ -25,6 +32,7 @@ BackendOptions backend_options(const DeviceFlags& f) {
   BackendOptions o;
   o.device = parse_device(f.device);
   o.cpu.threads = f.threads;
+  o.cpu.gemm = parse_cpu_gemm(f.cpu_gemm);  // Error(kUsage) for onednn in a build without it
   o.cuda.tf32 = f.tf32;
   return o;
 }

@@ -1,7 +1,8 @@
 // CpuBackend: the Backend seam on the host. Everything is synchronous, so
 // events and fences are plain counters and a "graph" is the step function
 // itself. Threads: one ThreadPool of `threads` splits every op, sgemm
-// included; OpenBLAS itself is held to one thread (see cpu/thread_pool.h).
+// included; OpenBLAS and oneDNN are held to one thread per call (see
+// cpu/cpu_gemm.cpp and cpu/thread_pool.h).
 #include <cblas.h>
 #include <fmt/format.h>
 
@@ -30,7 +31,8 @@ class CpuGraph final : public Graph {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuOptions& opt) : pool_(resolve_cpu_threads(opt.threads)) {
+  explicit CpuBackend(const CpuOptions& opt)
+      : pool_(resolve_cpu_threads(opt.threads)), gemm_(resolve_cpu_gemm(opt.gemm)) {
     openblas_set_num_threads(1);
   }
 
@@ -38,7 +40,10 @@ class CpuBackend final : public Backend {
   std::string describe() const override {
     std::string config = openblas_get_config();
     while (!config.empty() && config.back() == ' ') config.pop_back();
-    return fmt::format("cpu: {} (core {}), {} thread{}", config, openblas_get_corename(),
+    const std::string gemm = gemm_ == CpuGemm::kOnednn
+                                 ? fmt::format("oneDNN {} sgemm", cpu::onednn_version())
+                                 : "OpenBLAS sgemm";
+    return fmt::format("cpu: {}; {} (core {}), {} thread{}", gemm, config, openblas_get_corename(),
                        pool_.size(), pool_.size() == 1 ? "" : "s");
   }
 
@@ -83,7 +88,7 @@ class CpuBackend final : public Backend {
   void replay_impl(Graph& g) override { static_cast<CpuGraph&>(g).step(); }
 
   void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) override {
-    cpu::gemm(pool_, ta, tb, alpha, a, b, beta, c);
+    cpu::gemm(pool_, gemm_, ta, tb, alpha, a, b, beta, c);
   }
   void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
     cpu::u8_to_float(pool_, in, out, binarize);
@@ -105,6 +110,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  CpuGemm gemm_;
   uint64_t events_ = 0;
   uint64_t timestamps_recorded_ = 0;
   std::chrono::steady_clock::time_point timestamps_[kTimestampRing];

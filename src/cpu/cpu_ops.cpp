@@ -1,54 +1,13 @@
 // CPU reference implementations of the Backend ops. Deliberately plain: each
-// loop reads like the formula it computes; the GEMMs go to CBLAS. Results do
-// not depend on the pool size: every task owns a disjoint block of the output.
+// loop reads like the formula it computes; the GEMMs (cpu_gemm.cpp) go to
+// oneDNN or OpenBLAS. Results do not depend on the pool size: every task owns a
+// disjoint block of the output.
 #include "cpu/cpu_ops.h"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 
 namespace mlp::cpu {
-
-namespace {
-
-// One sgemm on a block of c: rows [r0, r1) and columns [c0, c1) of the result.
-void gemm_block(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c, int64_t r0,
-                int64_t r1, int64_t c0, int64_t c1) {
-  const int64_t k = ta == Trans::kNo ? a.cols : a.rows;
-  // Row r of op(a) starts at a + r*lda untransposed, at a + r transposed; likewise columns of
-  // op(b).
-  const float* ab = a.data + (ta == Trans::kNo ? r0 * a.cols : r0);
-  const float* bb = b.data + (tb == Trans::kNo ? c0 : c0 * b.cols);
-  cblas_sgemm(CblasRowMajor, ta == Trans::kNo ? CblasNoTrans : CblasTrans,
-              tb == Trans::kNo ? CblasNoTrans : CblasTrans, static_cast<int>(r1 - r0),
-              static_cast<int>(c1 - c0), static_cast<int>(k), alpha, ab, static_cast<int>(a.cols),
-              bb, static_cast<int>(b.cols), beta, c.data + r0 * c.cols + c0,
-              static_cast<int>(c.cols));
-}
-
-}  // namespace
-
-void gemm(ThreadPool& pool, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) {
-  // c: (m, n) = op(a): (m, k) * op(b): (k, n). Split the larger of m and n, so
-  // each task is a full-depth sgemm on its own block of c (no reduction).
-  const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
-  const int64_t flops = 2 * m * n * k;
-  const int64_t min_rows_or_cols =
-      std::max<int64_t>(1, kMinGemmFlopsPerTask / std::max<int64_t>(1, 2 * k * std::min(m, n)));
-  if (flops < 2 * kMinGemmFlopsPerTask || pool.size() == 1) {
-    gemm_block(ta, tb, alpha, a, b, beta, c, 0, m, 0, n);
-  } else if (n >= m) {
-    // 16-column boundaries: whole 64-byte lines of c per task
-    pool.parallel_for(n, min_rows_or_cols, 16, [&](int64_t c0, int64_t c1) {
-      gemm_block(ta, tb, alpha, a, b, beta, c, 0, m, c0, c1);
-    });
-  } else {
-    pool.parallel_for(m, min_rows_or_cols, 1, [&](int64_t r0, int64_t r1) {
-      gemm_block(ta, tb, alpha, a, b, beta, c, r0, r1, 0, n);
-    });
-  }
-}
 
 void u8_to_float(ThreadPool& pool, const uint8_t* in, Mat out, bool binarize) {
   // in, out: (rows, cols)

@@ -1,11 +1,12 @@
-// The CPU reference ops: plain loops split across a ThreadPool, plus CBLAS
-// sgemm (OpenBLAS held to one thread; the pool splits each GEMM by output
-// rows or columns instead). Same names and semantics as the Backend ops (see
-// include/mlp/backend.h); free functions so tests and microbenchmarks can
-// call them without a Backend. A pool of size 1 runs everything inline.
+// The CPU reference ops: plain loops split across a ThreadPool, plus sgemm
+// from oneDNN or OpenBLAS (either held to one thread per call; the pool splits
+// each GEMM by output rows or columns instead, see cpu_gemm.cpp). Same names and semantics as the
+// Backend ops (see include/mlp/backend.h); free functions so tests and microbenchmarks can call
+// them without a Backend. A pool of size 1 runs everything inline.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "cpu/thread_pool.h"
@@ -17,8 +18,14 @@ namespace mlp::cpu {
 // costs a few microseconds, more than the work it would share.
 inline constexpr int64_t kMinElementsPerTask = 1 << 14;
 inline constexpr int64_t kMinGemmFlopsPerTask = int64_t{1} << 21;
+// The most blocks one GEMM is split into (see cpu_gemm.cpp: fixed by the shape).
+inline constexpr int64_t kGemmBlocks = 8;
 
-void gemm(ThreadPool& pool, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c);
+// lib: kDefault resolves as resolve_cpu_gemm does.
+void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,
+          float beta, Mat c);
+// "2.6.0" (the oneDNN library loaded), or "" without oneDNN.
+std::string onednn_version();
 void u8_to_float(ThreadPool& pool, const uint8_t* in, Mat out, bool binarize);
 void bias_relu_forward(ThreadPool& pool, Mat z, const float* bias);
 void bias_forward(Mat z, const float* bias);

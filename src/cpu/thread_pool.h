@@ -1,19 +1,27 @@
-// ThreadPool: the CPU backend's only threads besides the loader. OpenBLAS runs
-// single-threaded inside each task and this pool splits every op (the GEMMs
-// included) across cores, so exactly one set of threads ever competes for the
-// cores: two pools that both spin between calls (OpenBLAS's and OpenMP's) made
-// a 2-core epoch several times slower.
+// ThreadPool: the CPU backend's only threads besides the loader. OpenBLAS and
+// oneDNN run single-threaded inside each task and this pool splits every op
+// (the GEMMs included) across cores, so exactly one set of threads ever
+// competes for the cores: two pools that both spin between calls (OpenBLAS's
+// and OpenMP's) made a 2-core epoch several times slower.
 //
-// Workers spin briefly after a task (the next op follows within microseconds),
-// then sleep on a condition variable, so an idle or oversubscribed machine is
-// not burned. run() may only be called from one thread at a time.
+// Never slower than one thread, even beside a CPU-bound neighbour:
+// - workers spin a bounded ~50 us after a task (the next op follows within
+//   microseconds), then block on a futex; the caller waits for stragglers the
+//   same way, so a descheduled worker gets a free core instead of a spinner;
+// - tasks are claimed dynamically, so a late worker finds its share done;
+// - the pool measures itself: when a window of parallel runs was not clearly
+//   faster than its own serial estimate (the caller's mean task time x tasks),
+//   it runs every task on the caller for a back-off period (50 ms doubling to
+//   1 s), then tries again. Which thread runs a task never changes what the
+//   task computes, so results do not depend on any of this.
+// Worker threads block all signals: they go to the main thread (src/cli/signals.*).
+// run() may only be called from one thread at a time.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -42,6 +50,7 @@ class ThreadPool {
 
   // Splits [0, n) into at most size() contiguous chunks of at least min_chunk
   // elements, starts rounded to `align`, and calls fn(begin, end) for each.
+  // The split depends only on n, min_chunk, align and size().
   template <class F>
   void parallel_for(int64_t n, int64_t min_chunk, int64_t align, const F& fn) {
     const int64_t by_size = min_chunk > 0 ? n / min_chunk : n;
@@ -61,23 +70,41 @@ class ThreadPool {
     });
   }
 
+  // For the bench and tests: runs that went parallel / ran on the caller alone
+  // because the pool backed off, since construction.
+  int64_t parallel_runs() const { return parallel_runs_; }
+  int64_t serial_runs() const { return serial_runs_; }
+
  private:
   using Thunk = void (*)(const void* fn, int task);
+  using Clock = std::chrono::steady_clock;
   void run_erased(int tasks, Thunk thunk, const void* fn);
   void worker_main();
-  void drain();  // claims and runs tasks of the current job until none are left
+  // Claims the next task of the current job and runs it; false when none was
+  // left. *generation: the job the claim named.
+  bool run_one_claimed(uint32_t* generation);
+  void wait_for_done(int tasks);
+  // After a parallel run: keep going parallel, or back off (see above).
+  void judge(Clock::duration took, Clock::duration serial_estimate);
 
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};  // bumped once per run()
+  // job_: generation (32 bits) | task count (16) | next task to claim (16).
+  // One word, so a claim always names the job it belongs to.
+  std::atomic<uint64_t> job_{0};
+  std::atomic<uint32_t> wake_{0};  // futex word: the generation, for sleeping workers
   std::atomic<int> sleepers_{0};
-  std::atomic<int> next_task_{0};
-  std::atomic<int> unfinished_workers_{0};
+  std::atomic<uint32_t> done_{0};  // futex word: tasks of the current job finished
+  std::atomic<int> caller_waiting_{0};
   std::atomic<bool> stop_{false};
-  int tasks_ = 0;
   Thunk thunk_ = nullptr;
   const void* fn_ = nullptr;
+
+  // Contention detector state (caller thread only).
+  int window_runs_ = 0;
+  Clock::duration window_took_{}, window_serial_{};
+  Clock::time_point serial_until_{};
+  Clock::duration backoff_ = std::chrono::milliseconds(50);
+  int64_t parallel_runs_ = 0, serial_runs_ = 0;
 };
 
 }  // namespace mlp::cpu

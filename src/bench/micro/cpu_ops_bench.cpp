@@ -1,6 +1,7 @@
 // cpu_ops_bench: Google Benchmark for every CPU op (the free functions of
 // src/cpu/cpu_ops.h), on the network's own shapes at batch 100 and 1024.
-// GEMMs report FLOP/s and % of the measured FP32 peak (cpu_peak); the
+// GEMMs (each on oneDNN, where built, and on OpenBLAS: gemm_fwd/onednn/...)
+// report FLOP/s and % of the measured FP32 peak (cpu_peak); the
 // memory-bound ops report bytes/s (bytes each call must read and write), next
 // to a memcpy of the same size as the in-cache reference. Wall-clock time is
 // used throughout (UseRealTime) because the ops run on a thread pool.
@@ -49,7 +50,8 @@ double timed_loop(benchmark::State& state, const F& body) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void bm_gemm(benchmark::State& state, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k) {
+void bm_gemm(benchmark::State& state, mlp::CpuGemm lib, Trans ta, Trans tb, int64_t m, int64_t n,
+             int64_t k) {
   // c: (m, n) = op(a): (m, k) * op(b): (k, n)
   const int64_t ar = ta == Trans::kNo ? m : k, ac = ta == Trans::kNo ? k : m;
   const int64_t br = tb == Trans::kNo ? k : n, bc = tb == Trans::kNo ? n : k;
@@ -58,7 +60,7 @@ void bm_gemm(benchmark::State& state, Trans ta, Trans tb, int64_t m, int64_t n, 
   std::vector<float> c(static_cast<std::size_t>(m * n));
   const double flops = 2.0 * static_cast<double>(m * n * k);
   const double secs = timed_loop(state, [&] {
-    mlp::cpu::gemm(*g_pool, ta, tb, 1.0f, CMat{a.data(), ar, ac}, CMat{b.data(), br, bc}, 0.0f,
+    mlp::cpu::gemm(*g_pool, lib, ta, tb, 1.0f, CMat{a.data(), ar, ac}, CMat{b.data(), br, bc}, 0.0f,
                    Mat{c.data(), m, n});
     benchmark::ClobberMemory();
   });
@@ -165,16 +167,20 @@ void register_all() {
     benchmark::RegisterBenchmark(name.c_str(), fn)->UseRealTime()->Unit(benchmark::kMicrosecond);
   };
   for (int64_t b : kBatches) {
-    for (std::size_t l = 0; l + 1 < kSizes.size(); ++l) {
-      const int64_t in = kSizes[l], out = kSizes[l + 1];
-      reg(fmt::format("gemm_fwd/B{}/{}x{}", b, in, out),
-          [=](benchmark::State& s) { bm_gemm(s, Trans::kNo, Trans::kNo, b, out, in); });
-      reg(fmt::format("gemm_dW/B{}/{}x{}", b, in, out),
-          [=](benchmark::State& s) { bm_gemm(s, Trans::kYes, Trans::kNo, in, out, b); });
-      if (l > 0)
-        reg(fmt::format("gemm_dX/B{}/{}x{}", b, in, out),
-            [=](benchmark::State& s) { bm_gemm(s, Trans::kNo, Trans::kYes, b, in, out); });
-    }
+    std::vector<mlp::CpuGemm> libs{mlp::CpuGemm::kOpenblas};
+    if (mlp::onednn_compiled()) libs.insert(libs.begin(), mlp::CpuGemm::kOnednn);
+    for (const mlp::CpuGemm lib : libs)
+      for (std::size_t l = 0; l + 1 < kSizes.size(); ++l) {
+        const int64_t in = kSizes[l], out = kSizes[l + 1];
+        const char* name = mlp::cpu_gemm_name(lib);
+        reg(fmt::format("gemm_fwd/{}/B{}/{}x{}", name, b, in, out),
+            [=](benchmark::State& s) { bm_gemm(s, lib, Trans::kNo, Trans::kNo, b, out, in); });
+        reg(fmt::format("gemm_dW/{}/B{}/{}x{}", name, b, in, out),
+            [=](benchmark::State& s) { bm_gemm(s, lib, Trans::kYes, Trans::kNo, in, out, b); });
+        if (l > 0)
+          reg(fmt::format("gemm_dX/{}/B{}/{}x{}", name, b, in, out),
+              [=](benchmark::State& s) { bm_gemm(s, lib, Trans::kNo, Trans::kYes, b, in, out); });
+      }
     reg(fmt::format("u8_to_float/B{}/{}", b, kSizes[0]),
         [=](benchmark::State& s) { bm_u8_to_float(s, b, kSizes[0]); });
     reg(fmt::format("bias_relu_forward/B{}/{}", b, kSizes[1]),

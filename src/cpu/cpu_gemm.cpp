@@ -1,0 +1,147 @@
+// The CPU GEMM routes: oneDNN's dnnl_sgemm (the default where built) or
+// OpenBLAS's cblas_sgemm, both row-major. One threading runtime is in charge:
+// the ThreadPool splits c into disjoint blocks of whole rows or columns and
+// each task runs a full-depth, single-threaded sgemm on its block. oneDNN in
+// Debian's build runs on OpenMP, so every thread that calls it first caps its
+// own OpenMP team at 1 (omp_set_num_threads is per thread); OpenBLAS is held
+// to one thread by the backend. Why not let oneDNN's OpenMP own the cores
+// during a GEMM: libgomp's workers spin in their barrier between GEMMs against
+// the pool's, and with a busy neighbour an OpenMP barrier waits for a
+// descheduled thread (measured: 5-150 GFLOP/s on a loaded 2-core VM, against
+// a steady single-thread rate); a fixed split also keeps the result of every
+// element independent of the thread count (tested).
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "cpu/cpu_ops.h"
+#include "mlp/error.h"
+
+#ifdef MLP_WITH_ONEDNN
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace mlp {
+
+bool onednn_compiled() {
+#ifdef MLP_WITH_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+CpuGemm parse_cpu_gemm(const std::string& s) {
+  if (s == "default") return CpuGemm::kDefault;
+  if (s == "openblas") return CpuGemm::kOpenblas;
+  if (s == "onednn") {
+    if (!onednn_compiled())
+      throw usage_error(
+          "--cpu-gemm onednn: this mnist-mlp was built without oneDNN (install libdnnl-dev and "
+          "reconfigure), use --cpu-gemm openblas");
+    return CpuGemm::kOnednn;
+  }
+  throw usage_error(
+      fmt::format("--cpu-gemm: unknown library '{}' (expected onednn or openblas)", s));
+}
+
+CpuGemm resolve_cpu_gemm(CpuGemm g) {
+  if (g != CpuGemm::kDefault) return g;
+  return onednn_compiled() ? CpuGemm::kOnednn : CpuGemm::kOpenblas;
+}
+
+const char* cpu_gemm_name(CpuGemm g) {
+  return resolve_cpu_gemm(g) == CpuGemm::kOnednn ? "onednn" : "openblas";
+}
+
+namespace cpu {
+namespace {
+
+#ifdef MLP_WITH_ONEDNN
+// oneDNN sizes its OpenMP team from the calling thread's omp_get_max_threads();
+// capping it once per thread keeps oneDNN from starting threads of its own.
+void hold_onednn_to_this_thread() {
+  thread_local bool capped = false;
+  if (!capped) {
+    omp_set_num_threads(1);
+    capped = true;
+  }
+}
+#endif
+
+// One sgemm on a block of c: rows [r0, r1) and columns [c0, c1) of the result.
+void gemm_block(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+                int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  const int64_t k = ta == Trans::kNo ? a.cols : a.rows;
+  // Row r of op(a) starts at a + r*lda untransposed, at a + r transposed; likewise columns of
+  // op(b).
+  const float* ab = a.data + (ta == Trans::kNo ? r0 * a.cols : r0);
+  const float* bb = b.data + (tb == Trans::kNo ? c0 : c0 * b.cols);
+  float* cb = c.data + r0 * c.cols + c0;
+#ifdef MLP_WITH_ONEDNN
+  if (lib == CpuGemm::kOnednn) {
+    hold_onednn_to_this_thread();
+    const dnnl_status_t st =
+        dnnl_sgemm(ta == Trans::kNo ? 'N' : 'T', tb == Trans::kNo ? 'N' : 'T', r1 - r0, c1 - c0, k,
+                   alpha, ab, a.cols, bb, b.cols, beta, cb, c.cols);
+    if (st != dnnl_success)
+      throw Error(ExitCode::kFailure,
+                  fmt::format("dnnl_sgemm failed with status {}", static_cast<int>(st)));
+    return;
+  }
+#else
+  (void)lib;
+#endif
+  cblas_sgemm(CblasRowMajor, ta == Trans::kNo ? CblasNoTrans : CblasTrans,
+              tb == Trans::kNo ? CblasNoTrans : CblasTrans, static_cast<int>(r1 - r0),
+              static_cast<int>(c1 - c0), static_cast<int>(k), alpha, ab, static_cast<int>(a.cols),
+              bb, static_cast<int>(b.cols), beta, cb, static_cast<int>(c.cols));
+}
+
+}  // namespace
+
+std::string onednn_version() {
+#ifdef MLP_WITH_ONEDNN
+  const dnnl_version_t* v = dnnl_version();
+  return fmt::format("{}.{}.{}", v->major, v->minor, v->patch);
+#else
+  return "";
+#endif
+}
+
+void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,
+          float beta, Mat c) {
+  lib = resolve_cpu_gemm(lib);
+  // c: (m, n) = op(a): (m, k) * op(b): (k, n). Split the larger of m and n into
+  // blocks, each a full-depth sgemm on its own part of c (no reduction). The
+  // blocks depend on the shape alone, never on the pool size: both libraries
+  // give an element different bits for different block widths (measured), so
+  // a split by thread count would make results depend on --threads. Up to
+  // kGemmBlocks blocks also let a thread that got ahead take a late one's share;
+  // splitting the step's GEMMs 8 ways measured no slower than one call.
+  const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
+  const bool by_columns = n >= m;
+  const int64_t dim = by_columns ? n : m, align = by_columns ? 16 : 8;
+  const int64_t blocks = std::clamp<int64_t>(2 * m * n * k / kMinGemmFlopsPerTask, 1,
+                                             std::min<int64_t>(kGemmBlocks, dim / align));
+  if (blocks <= 1) {
+    gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, 0, n);
+    return;
+  }
+  const auto bound = [&](int64_t i) {
+    return i == blocks ? dim : std::min(dim, (dim * i / blocks + align - 1) / align * align);
+  };
+  pool.run(static_cast<int>(blocks), [&](int i) {
+    const int64_t b0 = bound(i), b1 = bound(i + 1);
+    if (b0 >= b1) return;
+    if (by_columns)
+      gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, b0, b1);
+    else
+      gemm_block(lib, ta, tb, alpha, a, b, beta, c, b0, b1, 0, n);
+  });
+}
+
+}  // namespace cpu
+}  // namespace mlp
