@@ -53,6 +53,11 @@ uint64_t Backend::upload_async(void* dst, const void* src, std::size_t bytes, ui
   return upload_async_impl(dst, src, bytes, after);
 }
 
+uint64_t Backend::download_async(void* dst, const void* src, std::size_t bytes) {
+  if (!dst || !src || bytes == 0) fail("download_async", "null pointer or empty copy");
+  return download_async_impl(dst, src, bytes);
+}
+
 void Backend::gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) {
   check_mat("gemm", "a", a.data, a.rows, a.cols);
   check_mat("gemm", "b", b.data, b.rows, b.cols);

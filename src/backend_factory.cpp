@@ -1,6 +1,7 @@
 // Picks the backend for --device; the only place that decides CPU vs CUDA.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <thread>
 
 #include "cpu/cpu_topology.h"
@@ -29,7 +30,10 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& opt) {
     case DeviceChoice::kAuto:
       break;
   }
-  if (cuda_unavailable_reason().empty()) return make_cuda_backend(opt.cuda);
+  const std::string why = cuda_unavailable_reason();
+  if (why.empty()) return make_cuda_backend(opt.cuda);
+  // One line, so a user who expected the GPU knows at once why it is not used.
+  if (!opt.quiet) fmt::print(stderr, "mnist-mlp: --device auto: using the CPU: {}\n", why);
   return make_cpu_backend(opt.cpu);
 }
 

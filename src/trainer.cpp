@@ -2,7 +2,8 @@
 //   acquire staged batch -> upload into input slot (step % 2) -> replay the
 //   graph captured for that slot -> mark when the slot is free again.
 // The host never waits for the device inside an epoch except through the
-// staging ring's backpressure; metrics are read once, at the epoch's end.
+// staging ring's backpressure; metrics are read with a blocking download once,
+// at the epoch's end (--log-interval's copies are polled, never waited for).
 #include "mlp/trainer.h"
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "mlp/error.h"
 #include "mlp/rng.h"
@@ -43,6 +45,10 @@ Trainer::Trainer(Backend& backend, Model& model, const Dataset& train, const Dat
   const auto slot_bytes = static_cast<std::size_t>(opt_.batch_size * (train_.pixels() + 1));
   for (auto& in : inputs_) in = be_.alloc(slot_bytes);
   metrics_ = be_.alloc(kMetricCount * sizeof(double));
+  if (opt_.log_interval < 0)
+    throw usage_error(fmt::format("--log-interval {}: must be >= 0", opt_.log_interval));
+  if (opt_.log_interval > 0)
+    interval_host_ = be_.alloc_host(kIntervalSlots * kMetricCount * sizeof(double));
   if (opt_.use_graph) capture_graphs();
 }
 
@@ -106,6 +112,52 @@ void Trainer::issue_step(BatchStream& stream, int64_t index) {
   slot_free_event_[slot] = be_.record_compute_event();
 }
 
+// The metrics buffer holds the epoch's running sums; copying it after a step
+// and subtracting the previous copy gives that interval's loss and accuracy.
+// The copy is queued behind the step and only polled for, so on the GPU the
+// host keeps issuing steps meanwhile.
+void Trainer::queue_interval(int64_t step) {
+  PendingInterval p;
+  p.slot = next_interval_slot_;
+  next_interval_slot_ = (next_interval_slot_ + 1) % kIntervalSlots;
+  p.download = be_.download_async(interval_host_.as<double>() + p.slot * kMetricCount,
+                                  metrics_.data(), kMetricCount * sizeof(double));
+  p.step = step;
+  p.issued = std::chrono::steady_clock::now();
+  pending_.push_back(p);
+}
+
+// Hands every interval whose copy has landed to the listeners, oldest first,
+// and waits for the oldest ones while more than `keep` are in flight: only when
+// the device is ~kIntervalSlots intervals behind (the staging ring keeps it a
+// few steps behind), or with keep == 0 after the epoch's blocking download.
+void Trainer::poll_intervals(int64_t epoch, std::size_t keep,
+                             const std::vector<TrainListener*>& listeners) {
+  while (!pending_.empty()) {
+    const PendingInterval p = pending_.front();
+    if (!be_.download_ready(p.download)) {
+      if (pending_.size() <= keep) return;
+      while (!be_.download_ready(p.download)) std::this_thread::yield();
+    }
+    pending_.pop_front();
+    const double* m = interval_host_.as<double>() + p.slot * kMetricCount;
+    IntervalStats s;
+    s.epoch = epoch + 1;
+    s.step = p.step;
+    s.global_step = epoch * steps_per_epoch() + p.step;
+    s.steps = p.step - last_interval_.step;
+    const double samples = static_cast<double>(s.steps * opt_.batch_size);
+    s.loss = (m[kMetricLossSum] - last_interval_sums_[kMetricLossSum]) / samples;
+    s.train_accuracy = (m[kMetricCorrect] - last_interval_sums_[kMetricCorrect]) / samples;
+    const double secs = std::chrono::duration<double>(p.issued - last_interval_.issued).count();
+    s.samples_per_sec = secs > 0 ? samples / secs : 0.0;
+    s.lr = scheduled_lr(model_.adam(), model_.schedule(), s.global_step);
+    last_interval_ = p;
+    std::copy(m, m + kMetricCount, last_interval_sums_);
+    for (TrainListener* l : listeners) l->on_interval(s);
+  }
+}
+
 // Trains epoch `epoch` from `from` for at most step_budget steps (the rest of a
 // run's max_steps; <= 0: no limit).
 EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from, int64_t step_budget,
@@ -126,18 +178,29 @@ EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from, int64_
   if (opt_.locate_nonfinite) snapshot = model_.state();
   be_.synchronize();
   const auto t0 = std::chrono::steady_clock::now();
+  pending_.clear();
+  last_interval_ = {0, 0, first, t0};
+  std::copy(start_metrics, start_metrics + kMetricCount, last_interval_sums_);
+  const int64_t every = opt_.log_interval;
   int64_t done = first;
   for (; done < last && !stop_requested_.load(); ++done) {
     issue_step(stream, done - first);
+    if (every > 0 && (done + 1) % every == 0) {
+      poll_intervals(epoch, kIntervalSlots - 1, listeners);  // a free slot for this one
+      queue_interval(done + 1);
+    }
+    if (every > 0) poll_intervals(epoch, kIntervalSlots, listeners);
     for (TrainListener* l : listeners) l->on_step(done + 1, steps);
   }
   double m[kMetricCount];
-  be_.download(m, metrics_.data(), sizeof(m));  // the epoch's only host sync
+  be_.download(m, metrics_.data(), sizeof(m));  // the epoch's only blocking host sync
+  poll_intervals(epoch, 0, listeners);          // all landed: the download waited for them
   EpochStats s;
   s.epoch = epoch + 1;
   s.steps = done;
   s.complete = done == steps;
   s.seconds = seconds_since(t0);
+  s.lr = scheduled_lr(model_.adam(), model_.schedule(), epoch * steps + std::max(done, int64_t{1}));
   const double samples = static_cast<double>(done * opt_.batch_size);
   if (done > 0) {
     s.loss = m[kMetricLossSum] / samples;

@@ -1,6 +1,7 @@
 // Checkpoint format: round trips, the documented little-endian layout, every
 // corrupt case (each refused with Error(kCheckpoint) and a message saying
 // which check failed), and atomic saves that leave the old file intact.
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -57,6 +58,12 @@ void expect_same(const Checkpoint& a, const Checkpoint& b) {
   EXPECT_EQ(a.adam.beta1, b.adam.beta1);
   EXPECT_EQ(a.adam.beta2, b.adam.beta2);
   EXPECT_EQ(a.adam.eps, b.adam.eps);
+  EXPECT_EQ(a.schedule.kind, b.schedule.kind);
+  EXPECT_EQ(a.schedule.gamma, b.schedule.gamma);
+  EXPECT_EQ(a.schedule.step_size, b.schedule.step_size);
+  EXPECT_EQ(a.schedule.warmup_steps, b.schedule.warmup_steps);
+  EXPECT_EQ(a.schedule.total_steps, b.schedule.total_steps);
+  EXPECT_EQ(a.schedule.min_lr, b.schedule.min_lr);
   EXPECT_EQ(a.init, b.init);
   EXPECT_EQ(a.binarize, b.binarize);
   EXPECT_EQ(a.seed, b.seed);
@@ -79,6 +86,10 @@ void expect_same(const Checkpoint& a, const Checkpoint& b) {
 TEST(Checkpoint, RoundTripsEveryFieldBitExactly) {
   Checkpoint c = small_checkpoint();
   c.adam = {3e-4f, 0.8f, 0.99f, 1e-7f};
+  c.schedule.kind = LrScheduleKind::kCosine;
+  c.schedule.warmup_steps = 3;
+  c.schedule.total_steps = 30;
+  c.schedule.min_lr = 1e-5f;
   c.init = InitScheme::kNormal;
   c.binarize = true;
   c.seed = 0xfedcba9876543210ULL;
@@ -99,7 +110,7 @@ TEST(Checkpoint, HeaderIsTheDocumentedLittleEndianLayout) {
   const std::vector<uint8_t> b = serialize_checkpoint(c);
   ASSERT_GE(b.size(), 64u);
   EXPECT_EQ(0, std::memcmp(b.data(), "MLPCKPT\0", 8));
-  EXPECT_EQ(le32(b, 8), 1u);    // version
+  EXPECT_EQ(le32(b, 8), 2u);    // version
   EXPECT_EQ(le32(b, 12), 32u);  // header size
   EXPECT_EQ(le64(b, 16), b.size() - 32);
   EXPECT_EQ(le32(b, 24),
@@ -158,10 +169,68 @@ TEST(Checkpoint, RefusesTrailingBytes) {
 
 TEST(Checkpoint, RefusesOtherVersions) {
   std::vector<uint8_t> b = serialize_checkpoint(small_checkpoint());
-  put_le32(b, 8, 2);
+  for (uint32_t v : {0u, 3u}) {
+    put_le32(b, 8, v);
+    fix_crcs(b);
+    EXPECT_TRUE(throws_error(
+        [&] { parse(b); }, ExitCode::kCheckpoint,
+        {"ck.bin", fmt::format("version {} is not supported", v), "reads versions 1..2"}));
+  }
+}
+
+// The version 1 bytes of `c`: version 2 without the 36-byte schedule block that
+// follows Adam's eps (payload offset 44 + 8n).
+std::vector<uint8_t> version1_bytes(const Checkpoint& c) {
+  std::vector<uint8_t> b = serialize_checkpoint(c);
+  const std::size_t at = 32 + 44 + 8 * c.sizes.size();
+  b.erase(b.begin() + static_cast<std::ptrdiff_t>(at),
+          b.begin() + static_cast<std::ptrdiff_t>(at + 36));
+  put_le32(b, 8, 1);
+  put_le64(b, 16, b.size() - 32);
+  fix_crcs(b);
+  return b;
+}
+
+TEST(Checkpoint, ReadsVersion1WithAConstantSchedule) {
+  Checkpoint c = small_checkpoint();
+  const Checkpoint v1 = parse(version1_bytes(c));
+  EXPECT_EQ(v1.schedule.kind, LrScheduleKind::kConstant);
+  expect_same(c, v1);  // every other field as written
+}
+
+TEST(Checkpoint, ScheduleBlockFollowsAdamsEps) {
+  Checkpoint c = small_checkpoint();
+  c.schedule.kind = LrScheduleKind::kStep;
+  c.schedule.gamma = 0.5f;
+  c.schedule.step_size = 7;
+  c.schedule.warmup_steps = 2;
+  const std::vector<uint8_t> b = serialize_checkpoint(c);
+  const std::size_t at = 32 + 44 + 8 * c.sizes.size();
+  EXPECT_EQ(le32(b, at), 1u);  // kind: step
+  float gamma;
+  const uint32_t bits = le32(b, at + 4);
+  std::memcpy(&gamma, &bits, 4);
+  EXPECT_EQ(gamma, 0.5f);
+  EXPECT_EQ(le64(b, at + 8), 7u);
+  EXPECT_EQ(le64(b, at + 16), 2u);
+  EXPECT_EQ(le64(b, at + 24), 0u);
+}
+
+TEST(Checkpoint, RefusesAnUnknownOrInvalidSchedule) {
+  Checkpoint c = small_checkpoint();
+  std::vector<uint8_t> b = serialize_checkpoint(c);
+  const std::size_t at = 32 + 44 + 8 * c.sizes.size();
+  put_le32(b, at, 9);
   fix_crcs(b);
   EXPECT_TRUE(throws_error([&] { parse(b); }, ExitCode::kCheckpoint,
-                           {"ck.bin", "version 2 is not supported", "reads version 1"}));
+                           {"ck.bin", "invalid", "lr schedule 9 is unknown"}));
+  c.schedule.kind = LrScheduleKind::kStep;
+  c.schedule.step_size = 1;
+  b = serialize_checkpoint(c);
+  put_le64(b, at + 8, 0);  // step size 0
+  fix_crcs(b);
+  EXPECT_TRUE(
+      throws_error([&] { parse(b); }, ExitCode::kCheckpoint, {"ck.bin", "invalid", "--lr-step"}));
 }
 
 TEST(Checkpoint, RefusesCorruptHeaderAndPayload) {

@@ -76,7 +76,9 @@ struct Segment {
 Segment train(const cli::RunConfig& cfg, const Dataset& data, const std::optional<Checkpoint>& from,
               int64_t stop_epoch = -1, int64_t stop_step = -1) {
   auto be = make_cpu_backend({1});  // one thread: a fixed summation order
-  Model model(*be, sizes_of(cfg, data), cfg.batch_size, cfg.adam, cfg.binarize);
+  // A resumed model takes the checkpoint's schedule, as `train --resume` does.
+  Model model(*be, sizes_of(cfg, data), cfg.batch_size, cfg.adam, cfg.binarize,
+              from ? from->schedule : cfg.schedule);
   if (from)
     model.set_state(from->state);
   else
@@ -139,6 +141,39 @@ TEST(Resume, MidEpochIsBitExactIncludingThatEpochsMetrics) {
   expect_same_epoch(straight.ends[1], rest.ends[0]);
   expect_same_epoch(straight.ends[2], rest.ends[1]);
   expect_bit_equal(straight.ckpt.state, rest.ckpt.state);
+}
+
+// Mid-epoch and mid-schedule: warm-up over the first epoch and a half, then a
+// cosine to a floor. The checkpoint carries the schedule, the resumed run takes
+// it from there (not from its flags), and every bit matches the straight run.
+TEST(Resume, MidScheduleIsBitExact) {
+  const Dataset data = tiny_dataset();
+  cli::ScheduleFlags flags;
+  flags.kind = "cosine";
+  flags.warmup_steps = 37;
+  flags.min_lr = 1e-5f;
+  cli::RunConfig cfg = tiny_config(3);
+  cfg.schedule = cli::make_schedule(flags, cfg.epochs, 25);
+  cfg.log_interval = 5;
+  const Segment straight = train(cfg, data, std::nullopt);
+  const Segment stopped = train(cfg, data, std::nullopt, /*epoch*/ 2, /*step*/ 16);
+  EXPECT_EQ(stopped.ckpt.state.step, 25 + 16);
+  EXPECT_EQ(stopped.ckpt.schedule.kind, LrScheduleKind::kCosine);
+  EXPECT_EQ(stopped.ckpt.schedule.warmup_steps, 37);
+  EXPECT_EQ(stopped.ckpt.schedule.total_steps, 75);
+  cli::RunConfig plain = tiny_config(3);  // constant: the checkpoint's schedule must win
+  const Segment rest = train(plain, data, stopped.ckpt);
+  ASSERT_EQ(straight.ends.size(), 3u);
+  ASSERT_EQ(rest.ends.size(), 2u);
+  expect_same_epoch(straight.ends[1], rest.ends[0]);
+  expect_same_epoch(straight.ends[2], rest.ends[1]);
+  EXPECT_EQ(straight.ends[2].lr, rest.ends[1].lr);
+  expect_bit_equal(straight.ckpt.state, rest.ckpt.state);
+  // ... and the schedule did shape the run: a constant lr ends elsewhere.
+  const Segment constant = train(plain, data, std::nullopt);
+  EXPECT_NE(constant.ends[2].loss, straight.ends[2].loss);
+  EXPECT_GT(straight.ends[0].lr, 0.0);
+  EXPECT_LT(straight.ends[2].lr, straight.ends[1].lr);
 }
 
 TEST(Resume, AStopBeforeTheFirstStepKeepsThePosition) {

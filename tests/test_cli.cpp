@@ -131,9 +131,11 @@ TEST(Cli, HelpDocumentsEveryFlagWithItsDefault) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const std::string& h = r.out;
   for (const char* flag :
-       {"--data", "--epochs", "--batch-size", "--lr", "--beta1", "--beta2", "--eps", "--hidden",
-        "--init", "--seed", "--device", "--threads", "--binarize", "--tf32", "--no-graph",
-        "--profile-steps", "--log-json", "--quiet"})
+       {"--data",          "--epochs",    "--batch-size", "--lr",          "--beta1",
+        "--beta2",         "--eps",       "--hidden",     "--init",        "--seed",
+        "--device",        "--threads",   "--binarize",   "--tf32",        "--no-graph",
+        "--profile-steps", "--log-json",  "--quiet",      "--lr-schedule", "--lr-gamma",
+        "--lr-step",       "--lr-warmup", "--lr-min",     "--log-interval"})
     EXPECT_TRUE(contains(h, flag)) << flag << " is not documented\n" << h;
 
   // Defaults shown must be the ones the trainer really uses.
@@ -162,6 +164,13 @@ TEST(Cli, HelpDocumentsEveryFlagWithItsDefault) {
   EXPECT_EQ(help_default(h, "--init"), init_name(d.init));
   EXPECT_EQ(help_default(h, "--device"), "auto");
   EXPECT_EQ(num("--threads"), 0.0);
+  EXPECT_EQ(num("--log-interval"), static_cast<double>(d.log_interval));
+  const cli::ScheduleFlags lr;
+  EXPECT_EQ(help_default(h, "--lr-schedule"), lr.kind);
+  EXPECT_EQ(static_cast<float>(num("--lr-gamma")), lr.gamma);
+  EXPECT_EQ(num("--lr-step"), static_cast<double>(lr.step_epochs));
+  EXPECT_EQ(num("--lr-warmup"), static_cast<double>(lr.warmup_steps));
+  EXPECT_EQ(static_cast<float>(num("--lr-min")), lr.min_lr);
 }
 
 TEST(Cli, VersionAndInfoSucceed) {

@@ -120,7 +120,7 @@ TEST(Export, PyTorchLoadsItAndPredictsTheSame) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const testing::SplitFiles s = testing::make_split(1, 28, 28, 17);
   testing::write_file(t.file("pixels.bin"), s.images);
-  r = run_command({"/usr/bin/python3", std::string(MLP_SOURCE_DIR) + "/tests/export_torch_check.py",
+  r = run_command({"/usr/bin/python3", std::string(MLP_SOURCE_DIR) + "/tools/safetensors_reader.py",
                    t.file("m.safetensors"), t.file("pixels.bin")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto probs = nlohmann::json::parse(r.out).get<std::vector<double>>();

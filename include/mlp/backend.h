@@ -5,7 +5,7 @@
 //
 // Ordering: every op and replay runs in issue order on the backend's compute
 // stream; on the CPU that simply means "now". Only download(), synchronize(),
-// wait_fence() and elapsed_ms() block the host.
+// wait_fence() and elapsed_ms() block the host (download_async() never does).
 #pragma once
 
 #include <cstddef>
@@ -79,6 +79,14 @@ class Backend {
   // to wait_fence() called from a loader thread.
   uint64_t upload_async(void* dst, const void* src, std::size_t bytes, uint64_t after);
   void wait_fence(uint64_t fence) { wait_fence_impl(fence); }
+  // Queues a copy from backend memory into host staging memory `dst` (from
+  // alloc_host: pinned on CUDA) after all compute issued so far, and returns at
+  // once with an id; download_ready(id) says, without blocking, whether the
+  // bytes have landed. This is how the trainer reads running metrics without
+  // stalling the pipeline. Ids stay valid for the last kDownloadRing downloads.
+  static constexpr uint64_t kDownloadRing = 64;
+  uint64_t download_async(void* dst, const void* src, std::size_t bytes);
+  bool download_ready(uint64_t id) { return download_ready_impl(id); }
 
   // ---- graphs -------------------------------------------------------------
   // Records the ops `step` issues so replay() can issue them again cheaply.
@@ -139,6 +147,8 @@ class Backend {
   virtual uint64_t upload_async_impl(void* dst, const void* src, std::size_t bytes,
                                      uint64_t after) = 0;
   virtual void wait_fence_impl(uint64_t fence) = 0;
+  virtual uint64_t download_async_impl(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual bool download_ready_impl(uint64_t id) = 0;
   virtual uint64_t record_timestamp_impl() = 0;
   virtual double elapsed_ms_impl(uint64_t from, uint64_t to) = 0;
   virtual std::unique_ptr<Graph> capture_impl(const std::function<void()>& step) = 0;
@@ -209,6 +219,7 @@ struct BackendOptions {
   DeviceChoice device = DeviceChoice::kAuto;
   CpuOptions cpu;
   CudaOptions cuda;
+  bool quiet = false;  // auto: don't print the one line saying why it chose the CPU
 };
 std::unique_ptr<Backend> make_backend(const BackendOptions& opt);
 // `bench --device all`: the CPU, then CUDA when a device is usable; otherwise

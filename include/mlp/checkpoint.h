@@ -17,7 +17,10 @@
 namespace mlp {
 
 inline constexpr char kCheckpointMagic[8] = {'M', 'L', 'P', 'C', 'K', 'P', 'T', '\0'};
-inline constexpr uint32_t kCheckpointVersion = 1;
+// Version 2 added the learning-rate schedule; version 1 files (constant lr)
+// still load, with the default (constant) schedule.
+inline constexpr uint32_t kCheckpointVersion = 2;
+inline constexpr uint32_t kCheckpointOldestVersion = 1;
 inline constexpr std::size_t kCheckpointHeaderBytes = 32;
 inline constexpr std::size_t kCheckpointMaxLayers =
     64;  // sizes entries, inputs and classes included
@@ -29,6 +32,7 @@ struct Checkpoint {
   int64_t image_rows = 0, image_cols = 0;  // rows * cols == sizes.front()
   int64_t batch_size = 0;
   AdamHyper adam;
+  LrSchedule schedule;  // in optimizer steps (v2; v1 files: constant)
   InitScheme init = InitScheme::kHe;
   bool binarize = false;
   uint64_t seed = 0;

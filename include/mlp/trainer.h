@@ -7,7 +7,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +33,10 @@ struct TrainerOptions {
   // Keep a host copy of the model at each epoch's start, so that a non-finite
   // loss can be traced to its step (costs one download per epoch).
   bool locate_nonfinite = true;
+  // > 0: an on_interval() event every N steps of an epoch, with the loss and
+  // accuracy of those N steps, read with download_async() so that the host
+  // never waits for the device (0: per epoch only).
+  int64_t log_interval = 0;
 };
 
 struct EpochStats {
@@ -43,6 +50,19 @@ struct EpochStats {
   double test_accuracy = 0;
   double seconds = 0;  // training time, test evaluation excluded
   double samples_per_sec = 0;
+  double lr = 0;  // the learning rate of the epoch's last step
+};
+
+// The last `steps` steps before step `step` of epoch `epoch` (--log-interval).
+struct IntervalStats {
+  int64_t epoch = 0;           // 1-based
+  int64_t step = 0;            // in the epoch, 1-based: the interval's last step
+  int64_t global_step = 0;     // Adam's t for that step: epochs before it * steps + step
+  int64_t steps = 0;           // steps in this interval
+  double loss = 0;             // mean training loss over the interval's samples
+  double train_accuracy = 0;   // on those samples
+  double samples_per_sec = 0;  // the interval's samples over the host time it took to issue them
+  double lr = 0;               // the learning rate of the interval's last step
 };
 
 // Where training stands: complete epochs, plus steps into the next one with
@@ -60,6 +80,10 @@ class TrainListener {
   virtual ~TrainListener() = default;
   virtual void on_epoch_begin(int64_t /*epoch*/, int64_t /*steps*/) {}
   virtual void on_step(int64_t /*step_in_epoch*/, int64_t /*steps*/) {}
+  // Every TrainerOptions::log_interval steps, a little after the step (when
+  // its metrics have reached the host); all of an epoch's intervals come
+  // before its on_epoch_end().
+  virtual void on_interval(const IntervalStats& /*stats*/) {}
   // After each complete epoch. Return false to stop training after it.
   virtual bool on_epoch_end(const EpochStats& /*stats*/) { return true; }
 };
@@ -99,6 +123,11 @@ class Trainer {
                          const std::vector<TrainListener*>& listeners);
   void issue_step(BatchStream& stream, int64_t index);
   void capture_graphs();
+  // --log-interval: queue a metrics download after step `step` of the epoch,
+  // and hand the ones that have landed to the listeners (see trainer.cpp).
+  void queue_interval(int64_t step);
+  void poll_intervals(int64_t epoch, std::size_t keep,
+                      const std::vector<TrainListener*>& listeners);
   int64_t find_nonfinite_step(int64_t epoch, const TrainPosition& from, int64_t until,
                               const ModelState& snapshot);
 
@@ -111,6 +140,20 @@ class Trainer {
   Buffer inputs_[2];  // device input slots, alternating so upload i+1 overlaps step i
   uint64_t slot_free_event_[2] = {0, 0};
   Buffer metrics_;  // kMetricCount doubles on the backend
+  // --log-interval: host staging slots the running metrics are copied into,
+  // the downloads in flight (oldest first), and the last interval's end.
+  struct PendingInterval {
+    uint64_t download;
+    int slot;
+    int64_t step;
+    std::chrono::steady_clock::time_point issued;
+  };
+  static constexpr int kIntervalSlots = 16;
+  Buffer interval_host_;
+  std::deque<PendingInterval> pending_;
+  int next_interval_slot_ = 0;
+  PendingInterval last_interval_{};
+  double last_interval_sums_[kMetricCount] = {0, 0};
   std::unique_ptr<Graph> graphs_[2];
   std::atomic<bool> stop_requested_{false};
   bool stopped_early_ = false;

@@ -146,11 +146,22 @@ int run_bench_command(BenchOptions& o) {
   }
 
   const std::vector<int64_t> batches = o.sweep ? kSweepBatches : std::vector<int64_t>{o.cfg.batch};
+  const auto plural = [](int64_t n, const char* word) {
+    return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s");
+  };
+  // run_bench times at most one epoch's steps: say what runs, not what was asked.
+  const int64_t epoch_steps = std::max<int64_t>(1, data.set.count / o.cfg.batch);
+  const int64_t steps = o.sweep ? o.cfg.steps : std::min(o.cfg.steps, epoch_steps);
   std::string intro = fmt::format(
-      "mnist-mlp {} bench | model {} | {} threads\ndata   {}\ntiming median of {} repeats x {} "
-      "steps{} after {} warm-up steps; phases from eagerly stepped, timed steps\n",
-      MLP_VERSION, format_sizes(o.cfg.sizes), threads, data.what, o.cfg.repeats, o.cfg.steps,
-      o.sweep ? fmt::format(" (x {}/batch)", o.cfg.batch) : "", o.cfg.warmup);
+      "mnist-mlp {} bench | model {} | {}\ndata   {}\ntiming median of {} x {}{}{} after {}; "
+      "phases from eagerly stepped, timed steps\n",
+      MLP_VERSION, format_sizes(o.cfg.sizes), plural(threads, "thread"), data.what,
+      plural(o.cfg.repeats, "repeat"), plural(steps, "step"),
+      steps < o.cfg.steps
+          ? fmt::format(" (--steps {} is more than one epoch of {})", o.cfg.steps, epoch_steps)
+          : "",
+      o.sweep ? fmt::format(" (x {}/batch)", o.cfg.batch) : "",
+      plural(o.cfg.warmup, "warm-up step"));
   for (const auto& [dev, p] : peaks)
     intro +=
         fmt::format("peak   {}: {}{}\n", dev,
@@ -179,7 +190,9 @@ int run_bench_command(BenchOptions& o) {
                       &skipped);
         if (o.engine.fused()) continue;
       }
-      fmt::print(stderr, "bench: {} batch {} ({} steps x {})...\n", dev, b, c.steps, c.repeats);
+      const int64_t ran = std::min(c.steps, std::max<int64_t>(1, data.set.count / b));
+      fmt::print(stderr, "bench: {} batch {} ({} x {})...\n", dev, b, plural(ran, "step"),
+                 c.repeats);
       rows.push_back(run_bench(*be, data.set, c, peaks[dev]));
       engine_rows.emplace_back("cublas", rows.back());
       if (dev == "cpu") cpu_sps = rows.back().samples_per_sec;
@@ -196,10 +209,10 @@ int run_bench_command(BenchOptions& o) {
       {"version", MLP_VERSION},   {"tool", "mnist-mlp"},
       {"data", data.what},        {"data_source", data.real ? "mnist" : "synthetic"},
       {"layers", o.cfg.sizes},    {"threads", threads},
-      {"steps", o.cfg.steps},     {"warmup", o.cfg.warmup},
-      {"repeats", o.cfg.repeats}, {"graph", o.cfg.use_graph},
-      {"tf32", o.device.tf32},    {"sweep", o.sweep},
-      {"skipped", skipped}};
+      {"steps", steps},           {"steps_requested", o.cfg.steps},
+      {"warmup", o.cfg.warmup},   {"repeats", o.cfg.repeats},
+      {"graph", o.cfg.use_graph}, {"tf32", o.device.tf32},
+      {"sweep", o.sweep},         {"skipped", skipped}};
   for (const auto& [dev, p] : peaks)
     j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};
   j["results"] = nlohmann::json::array();
@@ -220,7 +233,9 @@ Command add_bench_command(CLI::App& root) {
       "bench",
       "Train for a fixed number of steps on each backend and report samples/s, epoch "
       "time, time per phase, GFLOP/s vs peak and the GPU/CPU speed-up");
-  app->add_option("--steps", c.steps, "Timed training steps per repeat (clamped to one epoch)")
+  app->add_option("--steps", c.steps,
+                  "Timed training steps per repeat (at most one epoch: more runs one epoch, "
+                  "and the report says so)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   app->add_option("--warmup", c.warmup, "Untimed steps first")
@@ -239,8 +254,9 @@ Command add_bench_command(CLI::App& root) {
   add_device_flags(app, o->device, /*bench_choices=*/true);
   add_engine_flag(app, o->engine, /*bench_choices=*/true);
   app->add_flag("--sweep", o->sweep,
-                "One row per batch size 100,256,512,1024,2048,4096, each "
-                "with about steps x batch-size samples");
+                "Measure batch sizes 100, 256, 512, 1024, 2048 and 4096 instead of "
+                "--batch-size, one row each, every row training about --steps x --batch-size "
+                "samples (fewer steps for larger batches): where throughput levels off");
   app->add_flag("--no-graph", o->no_graph, "CUDA: launch each step eagerly, no CUDA Graph");
   app->add_option("--data", o->data_dir,
                   "MNIST directory; synthetic data when it has no "

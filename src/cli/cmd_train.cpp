@@ -30,6 +30,7 @@ struct TrainOptions {
   bool quiet = false;
   std::string log_json;
   CheckpointOptions ckpt;
+  ScheduleFlags lr;
 };
 
 // After the first Ctrl-C: save where training stopped (when --save is given),
@@ -43,6 +44,7 @@ int finish_interrupted(Reporter& report, CheckpointSaver& saver, const Trainer& 
   saver.save(p);
   report.event({{"event", "interrupted"}, {"epochs_done", p.epoch}, {"step_in_epoch", p.step}});
   std::fflush(stdout);
+  report.clear_line();
   if (saver.enabled())
     fmt::print(stderr,
                "mnist-mlp: interrupted {}; checkpoint saved to {}; continue with "
@@ -72,22 +74,32 @@ void print_header(Reporter& report, const RunConfig& cfg, const Backend& backend
                                  {"batch_size", cfg.batch_size},
                                  {"steps_per_epoch", trainer.steps_per_epoch()},
                                  {"lr", cfg.adam.lr},
+                                 {"lr_schedule", schedule_name(cfg.schedule.kind)},
+                                 {"lr_gamma", cfg.schedule.gamma},
+                                 {"lr_step_steps", cfg.schedule.step_size},
+                                 {"lr_warmup_steps", cfg.schedule.warmup_steps},
+                                 {"lr_total_steps", cfg.schedule.total_steps},
+                                 {"lr_min", cfg.schedule.min_lr},
+                                 {"log_interval", cfg.log_interval},
                                  {"init", init_name(cfg.init)},
                                  {"seed", cfg.seed},
                                  {"binarize", cfg.binarize},
                                  {"graph", cfg.use_graph && trainer.graph_fallback().empty()}};
   report.header(
       fields,
-      fmt::format(
-          "mnist-mlp {} | {}\n"
-          "data   {}: {} train, {} test ({})\n"
-          "model  {} ({:L} parameters), init {}, Adam lr {:g}, batch {}, {} epochs, "
-          "seed {}{}{}\n",
-          MLP_VERSION, backend.describe(), cfg.data_dir, train.count, test.count,
-          cfg.binarize ? "binarized pixels" : "pixels / 255", format_sizes(sizes),
-          model.layout().parameter_count(), init_name(cfg.init), cfg.adam.lr, cfg.batch_size,
-          cfg.epochs, cfg.seed, cfg.use_graph ? "" : ", no graph",
-          cfg.profile_steps > 0 ? fmt::format(", profiling {} steps", cfg.profile_steps) : ""));
+      fmt::format("mnist-mlp {} | {}\n"
+                  "data   {}: {} train, {} test ({})\n"
+                  "model  {} ({:L} parameters), init {}, seed {}\n"
+                  "train  Adam {}, batch {}, {} epoch{} of {} step{}{}{}\n",
+                  MLP_VERSION, backend.describe(), cfg.data_dir, train.count, test.count,
+                  cfg.binarize ? "binarized pixels" : "pixels / 255", format_sizes(sizes),
+                  model.layout().parameter_count(), init_name(cfg.init), cfg.seed,
+                  describe_schedule(cfg.schedule, cfg.adam, trainer.steps_per_epoch()),
+                  cfg.batch_size, cfg.epochs, cfg.epochs == 1 ? "" : "s", trainer.steps_per_epoch(),
+                  trainer.steps_per_epoch() == 1 ? "" : "s", cfg.use_graph ? "" : ", no graph",
+                  cfg.profile_steps > 0 ? fmt::format(", profiling {} step{}", cfg.profile_steps,
+                                                      cfg.profile_steps == 1 ? "" : "s")
+                                        : ""));
   if (!trainer.graph_fallback().empty())
     report.warn(
         fmt::format("CUDA Graph capture failed, so every step is launched eagerly "
@@ -101,7 +113,8 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   InterruptGuard interrupt;  // until a trainer is attached, Ctrl-C exits at once
   cfg.use_graph = !o.no_graph;
   check_engine_flags(o.engine, o.device, o.no_graph);
-  const BackendOptions bo = backend_options(o.device);
+  BackendOptions bo = backend_options(o.device);
+  bo.quiet = o.quiet;
 
   Reporter report(o.quiet, o.log_json);  // opens --log-json first: fail before any work
   check_checkpoint_options(o.ckpt, cfg);
@@ -110,9 +123,15 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   std::unique_ptr<Backend> backend = make_backend(bo);
   const Dataset train = load_split(cfg.data_dir, Split::kTrain);
   const Dataset test = load_split(cfg.data_dir, Split::kTest);
-  if (resumed) check_resume_data(*resumed, o.ckpt.resume, train);
+  if (resumed) {
+    check_resume_data(*resumed, o.ckpt.resume, train);
+    check_resume_schedule(*resumed, o.ckpt.resume, app, o.lr);
+  } else {
+    cfg.schedule = make_schedule(o.lr, cfg.epochs, train.count / cfg.batch_size);
+  }
 
-  Model model(*backend, layer_sizes(cfg, train.pixels()), cfg.batch_size, cfg.adam, cfg.binarize);
+  Model model(*backend, layer_sizes(cfg, train.pixels()), cfg.batch_size, cfg.adam, cfg.binarize,
+              cfg.schedule);
   if (resumed)
     model.set_state(resumed->state);
   else
@@ -154,11 +173,13 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   double seconds = 0;
   for (const auto& e : epochs) seconds += e.seconds;
   if (cfg.profile_steps > 0) {
-    report.say(fmt::format("profiled {} steps in {:.3f} s", cfg.profile_steps, seconds));
+    report.say(fmt::format("profiled {} step{} in {:.3f} s", cfg.profile_steps,
+                           cfg.profile_steps == 1 ? "" : "s", seconds));
     return 0;
   }
   saver.save(trainer.position());
-  report.summary(epochs.empty() ? nullptr : &epochs.back(), seconds,
+  // The whole run's epochs, those before a resume included.
+  report.summary(epochs.empty() ? nullptr : &epochs.back(), seconds, trainer.position().epoch,
                  static_cast<int64_t>(epochs.size()));
   return 0;
 }
@@ -218,8 +239,32 @@ Command add_train_command(CLI::App& root) {
                   "Train N steps inside cudaProfilerStart/Stop (for nsys/ncu), evaluate "
                   "nothing, then exit (default: off)")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  app->add_option("--lr-schedule", o->lr.kind,
+                  "Learning rate over the run: constant, step (x --lr-gamma every --lr-step "
+                  "epochs, PyTorch's StepLR) or cosine (to --lr-min at the run's end, "
+                  "CosineAnnealingLR)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"constant", "step", "cosine"}));
+  app->add_option("--lr-gamma", o->lr.gamma, "step: the factor applied every --lr-step epochs")
+      ->capture_default_str()
+      ->check(kPositive);
+  app->add_option("--lr-step", o->lr.step_epochs, "step: epochs between two decays")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  app->add_option("--lr-warmup", o->lr.warmup_steps,
+                  "Linear warm-up over the first N steps (any schedule; 0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app->add_option("--lr-min", o->lr.min_lr, "cosine: the learning rate at the run's end")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1e30f));
+  app->add_option("--log-interval", c.log_interval,
+                  "Running loss and accuracy of the last N steps in the progress bar and "
+                  "--log-json (read without stalling the GPU; 0: per epoch only)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app->add_option("--log-json", o->log_json,
-                  "Write JSON lines (start, epoch, summary) to FILE (default: none)");
+                  "Write JSON lines (start, interval, epoch, summary) to FILE (default: none)");
   app->add_flag("-q,--quiet", o->quiet, "Print only the final result line and errors");
   add_checkpoint_options(app, o->ckpt);
   return {app, [o, app] { return run_train(*o, *app); }};

@@ -1,7 +1,10 @@
 // RunConfig -> what the Trainer and the Model are built from (see run_config.h).
 #include "cli/run_config.h"
 
+#include <fmt/format.h>
+
 #include "mlp/dataset.h"
+#include "mlp/error.h"
 
 namespace mlp::cli {
 
@@ -11,6 +14,7 @@ TrainerOptions trainer_options(const RunConfig& c) {
   t.batch_size = c.batch_size;
   t.seed = c.seed;
   t.use_graph = c.use_graph;
+  t.log_interval = c.log_interval;
   if (c.profile_steps > 0) {
     t.epochs = int64_t{1} << 40;  // the step limit ends the run
     t.max_steps = c.profile_steps;
@@ -18,6 +22,41 @@ TrainerOptions trainer_options(const RunConfig& c) {
     t.locate_nonfinite = false;
   }
   return t;
+}
+
+LrSchedule make_schedule(const ScheduleFlags& f, int64_t epochs, int64_t steps_per_epoch) {
+  LrSchedule s;
+  if (f.kind == "constant")
+    s.kind = LrScheduleKind::kConstant;
+  else if (f.kind == "step")
+    s.kind = LrScheduleKind::kStep;
+  else if (f.kind == "cosine")
+    s.kind = LrScheduleKind::kCosine;
+  else
+    throw usage_error(fmt::format(
+        "--lr-schedule: unknown schedule '{}' (expected constant, step or cosine)", f.kind));
+  s.warmup_steps = f.warmup_steps;
+  if (s.kind == LrScheduleKind::kStep) {
+    s.gamma = f.gamma;
+    s.step_size = f.step_epochs * steps_per_epoch;
+  }
+  if (s.kind == LrScheduleKind::kCosine) {
+    s.total_steps = epochs * steps_per_epoch;
+    s.min_lr = f.min_lr;
+  }
+  return s;
+}
+
+const char* schedule_name(LrScheduleKind k) {
+  switch (k) {
+    case LrScheduleKind::kStep:
+      return "step";
+    case LrScheduleKind::kCosine:
+      return "cosine";
+    case LrScheduleKind::kConstant:
+    default:
+      return "constant";
+  }
 }
 
 std::vector<int64_t> layer_sizes(const RunConfig& c, int64_t inputs) {

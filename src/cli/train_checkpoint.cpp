@@ -77,6 +77,7 @@ Checkpoint apply_resume(const CheckpointOptions& o, const CLI::App& app, RunConf
         fmt::format("{:g}", cfg.adam.beta2));
   agree(app, "--eps", cfg.adam.eps, c.adam.eps, p, fmt::format("{:g}", c.adam.eps),
         fmt::format("{:g}", cfg.adam.eps));
+  cfg.schedule = c.schedule;  // resume_schedule() checks the flags against it
   agree(app, "--init", cfg.init, c.init, p, init_name(c.init), init_name(cfg.init));
   agree(app, "--seed", cfg.seed, c.seed, p, std::to_string(c.seed), std::to_string(cfg.seed));
   agree(app, "--binarize", cfg.binarize, c.binarize, p, c.binarize ? "on" : "off",
@@ -88,6 +89,23 @@ Checkpoint apply_resume(const CheckpointOptions& o, const CLI::App& app, RunConf
                     "--epochs N with N > {} to train further",
                     p, c.epochs_done, c.epochs_done == 1 ? "" : "s", c.epochs_done));
   return c;
+}
+
+void check_resume_schedule(const Checkpoint& c, const std::string& path, const CLI::App& app,
+                           const ScheduleFlags& flags) {
+  bool given = false;
+  for (const char* f : {"--lr-schedule", "--lr-gamma", "--lr-step", "--lr-warmup", "--lr-min"})
+    given = given || app.get_option(f)->count() > 0;
+  if (!given) return;
+  const LrSchedule want = make_schedule(flags, c.epochs, c.steps_per_epoch());
+  const LrSchedule& have = c.schedule;
+  if (want.kind != have.kind || want.gamma != have.gamma || want.step_size != have.step_size ||
+      want.warmup_steps != have.warmup_steps || want.total_steps != have.total_steps ||
+      want.min_lr != have.min_lr)
+    throw checkpoint_error(fmt::format(
+        "{}: the checkpoint was trained with --lr-schedule {} ({}), which the --lr-* flags given "
+        "would change; a resumed run continues its schedule (drop the --lr-* flags)",
+        path, schedule_name(have.kind), describe_schedule(have, c.adam, c.steps_per_epoch())));
 }
 
 void check_resume_data(const Checkpoint& c, const std::string& path, const Dataset& train) {
@@ -102,6 +120,30 @@ void check_resume_data(const Checkpoint& c, const std::string& path, const Datas
         "{}: the checkpoint was trained on other data ({} samples, labels CRC32 {:08x}); {} has {} "
         "samples, labels CRC32 {:08x}",
         path, c.train_count, c.train_labels_crc, train.labels_path, train.count, crc));
+}
+
+std::string describe_schedule(const LrSchedule& s, const AdamHyper& adam, int64_t steps_per_epoch) {
+  std::string d;
+  switch (s.kind) {
+    case LrScheduleKind::kStep:
+      d = fmt::format("lr {:g} x {:g} every {} step{}", adam.lr, s.gamma, s.step_size,
+                      s.step_size == 1 ? "" : "s");
+      if (steps_per_epoch > 0 && s.step_size % steps_per_epoch == 0) {
+        const int64_t e = s.step_size / steps_per_epoch;
+        d = fmt::format("lr {:g} x {:g} every {} epoch{}", adam.lr, s.gamma, e, e == 1 ? "" : "s");
+      }
+      break;
+    case LrScheduleKind::kCosine:
+      d = fmt::format("lr {:g} cosine to {:g} over {} step{}", adam.lr, s.min_lr, s.total_steps,
+                      s.total_steps == 1 ? "" : "s");
+      break;
+    case LrScheduleKind::kConstant:
+    default:
+      d = fmt::format("lr {:g} constant", adam.lr);
+  }
+  if (s.warmup_steps > 0)
+    d += fmt::format(", {} warm-up step{}", s.warmup_steps, s.warmup_steps == 1 ? "" : "s");
+  return d;
 }
 
 // ---- from the run to the file format -------------------------------------------------------
@@ -119,6 +161,7 @@ Checkpoint make_checkpoint(const RunConfig& cfg, const Model& model, const Datas
   c.image_cols = train.cols;
   c.batch_size = cfg.batch_size;
   c.adam = cfg.adam;
+  c.schedule = model.schedule();
   c.init = cfg.init;
   c.binarize = cfg.binarize;
   c.seed = cfg.seed;

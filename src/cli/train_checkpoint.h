@@ -34,6 +34,11 @@ void check_checkpoint_options(const CheckpointOptions& o, const RunConfig& cfg);
 // checkpoint's values, else Error(kCheckpoint) naming the option; the others
 // take the checkpoint's. --epochs must exceed the epochs already done.
 Checkpoint apply_resume(const CheckpointOptions& o, const CLI::App& app, RunConfig& cfg);
+// --lr-* flags given on resume must describe the checkpoint's schedule.
+void check_resume_schedule(const Checkpoint& c, const std::string& path, const CLI::App& app,
+                           const ScheduleFlags& flags);
+// "lr 0.001 x 0.7 every 1 epoch, 100 warm-up steps" (header, messages)
+std::string describe_schedule(const LrSchedule& s, const AdamHyper& adam, int64_t steps_per_epoch);
 // The training data must be what the checkpoint was trained on.
 void check_resume_data(const Checkpoint& c, const std::string& path, const Dataset& train);
 

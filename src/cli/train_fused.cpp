@@ -122,7 +122,7 @@ int run_fused_train(Reporter& report, const RunConfig& cfg, const CheckpointOpti
     return 0;
   }
   saver.save(trainer.position());
-  report.summary(epochs.empty() ? nullptr : &epochs.back(), seconds,
+  report.summary(epochs.empty() ? nullptr : &epochs.back(), seconds, trainer.position().epoch,
                  static_cast<int64_t>(epochs.size()));
   return 0;
 }

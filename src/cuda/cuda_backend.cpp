@@ -172,6 +172,25 @@ class CudaBackend final : public Backend {
     (void)cudaEventSynchronize(copy_events_[fence % kEventPool]);
   }
 
+  // On the compute stream, so the copy sees every step issued before it; the
+  // host only queries the event (cudaEventQuery never blocks).
+  uint64_t download_async_impl(void* dst, const void* src, std::size_t bytes) override {
+    MLP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, compute_));
+    const uint64_t id = ++download_ids_;
+    MLP_CUDA_CHECK(cudaEventRecord(download_events_[id % kDownloadRing], compute_));
+    return id;
+  }
+  bool download_ready_impl(uint64_t id) override {
+    if (id == 0 || id > download_ids_ || download_ids_ - id >= kDownloadRing)
+      throw Error(ExitCode::kFailure,
+                  fmt::format("download_ready: download {} is not among the last {} queued", id,
+                              kDownloadRing));
+    const cudaError_t e = cudaEventQuery(download_events_[id % kDownloadRing]);
+    if (e == cudaErrorNotReady) return false;
+    MLP_CUDA_CHECK(e);
+    return true;
+  }
+
   // ---- timing -------------------------------------------------------------------
   uint64_t record_timestamp_impl() override {
     const uint64_t id = ++timestamp_ids_;
@@ -272,6 +291,8 @@ class CudaBackend final : public Backend {
     for (auto& e : copy_events_)
       MLP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
     for (auto& e : timestamps_) MLP_CUDA_CHECK(cudaEventCreate(&e));
+    for (auto& e : download_events_)
+      MLP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 
     MLP_CUBLAS_CHECK(cuda::cublas().cublasCreate(&cublas_));
     // SetStream resets the workspace to cuBLAS's own pool, so set the workspace after it.
@@ -324,6 +345,8 @@ class CudaBackend final : public Backend {
         if (e) (void)cudaEventDestroy(std::exchange(e, nullptr));
     for (auto& e : timestamps_)
       if (e) (void)cudaEventDestroy(std::exchange(e, nullptr));
+    for (auto& e : download_events_)
+      if (e) (void)cudaEventDestroy(std::exchange(e, nullptr));
     if (compute_) (void)cudaStreamDestroy(std::exchange(compute_, nullptr));
     if (copy_) (void)cudaStreamDestroy(std::exchange(copy_, nullptr));
   }
@@ -338,9 +361,11 @@ class CudaBackend final : public Backend {
   std::array<cudaEvent_t, kEventPool> compute_events_{};
   std::array<cudaEvent_t, kEventPool> copy_events_{};
   std::array<cudaEvent_t, kTimestampRing> timestamps_{};
+  std::array<cudaEvent_t, kDownloadRing> download_events_{};
   uint64_t compute_ids_ = 0;
   uint64_t fence_ids_ = 0;
   uint64_t timestamp_ids_ = 0;
+  uint64_t download_ids_ = 0;
 };
 
 }  // namespace

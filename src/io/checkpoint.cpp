@@ -1,4 +1,4 @@
-// Checkpoint file format v1 (see include/mlp/checkpoint.h and README.md).
+// Checkpoint file format v2 (see include/mlp/checkpoint.h and README.md).
 // All integers and floats are little-endian, written byte by byte, so the file
 // is the same on any host. Parsing checks, in order: magic, header size,
 // version, header CRC, payload length, payload CRC, then every field; tensor
@@ -114,9 +114,11 @@ const char* const kStateNames[3] = {"parameters", "Adam first moment", "Adam sec
 
 std::string describe_checkpoint(const Checkpoint& c) {
   std::string pos = fmt::format("{} epoch{} done", c.epochs_done, c.epochs_done == 1 ? "" : "s");
-  if (c.step_in_epoch > 0) pos += fmt::format(" + {} steps", c.step_in_epoch);
-  return fmt::format("{}, {} ({} Adam steps), {}, seed {}", format_sizes(c.sizes), pos,
-                     c.state.step, c.binarize ? "binarized pixels" : "pixels / 255", c.seed);
+  if (c.step_in_epoch > 0)
+    pos += fmt::format(" + {} step{}", c.step_in_epoch, c.step_in_epoch == 1 ? "" : "s");
+  return fmt::format("{}, {} ({} Adam step{}), {}, seed {}", format_sizes(c.sizes), pos,
+                     c.state.step, c.state.step == 1 ? "" : "s",
+                     c.binarize ? "binarized pixels" : "pixels / 255", c.seed);
 }
 
 std::vector<TensorView> tensor_views(const ParamLayout& layout) {
@@ -147,6 +149,13 @@ std::vector<uint8_t> serialize_checkpoint(const Checkpoint& c) {
   w.f32(c.adam.beta1);
   w.f32(c.adam.beta2);
   w.f32(c.adam.eps);
+  // v2: the schedule, right after the hyperparameters it shapes
+  w.u32(static_cast<uint32_t>(c.schedule.kind));
+  w.f32(c.schedule.gamma);
+  w.i64(c.schedule.step_size);
+  w.i64(c.schedule.warmup_steps);
+  w.i64(c.schedule.total_steps);
+  w.f32(c.schedule.min_lr);
   w.u32(c.init == InitScheme::kHe ? 0 : 1);
   w.u32(c.binarize ? 1 : 0);
   w.u64(c.seed);
@@ -181,7 +190,8 @@ std::vector<uint8_t> serialize_checkpoint(const Checkpoint& c) {
 
 namespace {
 
-void check_header(const uint8_t* data, std::size_t size, const std::string& name) {
+// Returns the file's format version.
+uint32_t check_header(const uint8_t* data, std::size_t size, const std::string& name) {
   const std::size_t have = size < 8 ? size : 8;
   if (size == 0 || std::memcmp(data, kCheckpointMagic, have) != 0) {
     std::string hint;
@@ -200,10 +210,10 @@ void check_header(const uint8_t* data, std::size_t size, const std::string& name
   const uint64_t payload_bytes = r.u64("payload size");
   const uint32_t payload_crc = r.u32("payload CRC32");
   const uint32_t header_crc = r.u32("header CRC32");
-  if (version != kCheckpointVersion)
+  if (version < kCheckpointOldestVersion || version > kCheckpointVersion)
     throw checkpoint_error(
-        fmt::format("{}: checkpoint version {} is not supported (this build reads version {})",
-                    name, version, kCheckpointVersion));
+        fmt::format("{}: checkpoint version {} is not supported (this build reads versions {}..{})",
+                    name, version, kCheckpointOldestVersion, kCheckpointVersion));
   if (header_bytes != kCheckpointHeaderBytes)
     throw checkpoint_error(fmt::format("{}: checkpoint corrupt: header size {}, expected {}", name,
                                        header_bytes, kCheckpointHeaderBytes));
@@ -226,6 +236,27 @@ void check_header(const uint8_t* data, std::size_t size, const std::string& name
     throw checkpoint_error(fmt::format(
         "{}: checkpoint corrupt: payload CRC32 mismatch (stored {:08x}, computed {:08x})", name,
         payload_crc, actual));
+  return version;
+}
+
+// v2's schedule block; its values must be ones `train` could have been given.
+LrSchedule read_schedule(Reader& r, const std::string& name, const AdamHyper& adam) {
+  const uint32_t kind = r.u32("lr schedule");
+  if (kind > static_cast<uint32_t>(LrScheduleKind::kCosine))
+    invalid(name, fmt::format("lr schedule {} is unknown", kind));
+  LrSchedule s;
+  s.kind = static_cast<LrScheduleKind>(kind);
+  s.gamma = r.f32("lr gamma");
+  s.step_size = r.i64("lr step size");
+  s.warmup_steps = r.i64("lr warm-up steps");
+  s.total_steps = r.i64("lr total steps");
+  s.min_lr = r.f32("lr floor");
+  try {
+    check_optimizer(adam, s);
+  } catch (const Error& e) {
+    invalid(name, fmt::format("lr schedule: {}", e.what()));
+  }
+  return s;
 }
 
 }  // namespace
@@ -233,7 +264,7 @@ void check_header(const uint8_t* data, std::size_t size, const std::string& name
 // ---- read: payload -------------------------------------------------------------------
 
 Checkpoint parse_checkpoint(const uint8_t* data, std::size_t size, const std::string& name) {
-  check_header(data, size, name);
+  const uint32_t version = check_header(data, size, name);
   Reader r(data + kCheckpointHeaderBytes, size - kCheckpointHeaderBytes, name);
   Checkpoint c;
   const uint32_t n = r.u32("layer count");
@@ -264,6 +295,7 @@ Checkpoint parse_checkpoint(const uint8_t* data, std::size_t size, const std::st
     invalid(name,
             fmt::format("Adam hyperparameters lr {} beta1 {} beta2 {} eps {} are out of range",
                         c.adam.lr, c.adam.beta1, c.adam.beta2, c.adam.eps));
+  if (version >= 2) c.schedule = read_schedule(r, name, c.adam);
   const uint32_t init = r.u32("init");
   const uint32_t binarize = r.u32("binarize");
   if (init > 1) invalid(name, fmt::format("init scheme {} is unknown", init));
