@@ -34,6 +34,7 @@ struct Task {
 struct Tensor {
   std::string name;
   int64_t begin, size;
+  int want = 1;  // writes per element per step: 0 for what a forward-only plan never touches
 };
 
 class Checker {
@@ -53,6 +54,10 @@ class Checker {
               : kNone);
       w_.push_back(add("W" + std::to_string(l), int64_t{lp.fan_in} * lp.fan_out));
       b_.push_back(add("b" + std::to_string(l), lp.fan_out));
+      if (p.forward_only) {  // evaluation: no parameter update, dz only from the loss
+        tensors_[w_.back()].want = tensors_[b_.back()].want = 0;
+        if (l + 1 < p.layers) tensors_[dz_.back()].want = 0;
+      }
     }
     metrics_ = add("metrics", 1);
     writer_.assign(total_, kNone);
@@ -71,10 +76,11 @@ class Checker {
       }
       for (const Tensor& t : tensors_)
         for (int64_t e = t.begin; e < t.begin + t.size; ++e)
-          if (writes_[e] != 1) {
+          if (writes_[e] != t.want) {
             std::ostringstream os;
             os << "step " << step << ": element " << e - t.begin << " of " << t.name
-               << " was written " << writes_[e] << " times (want exactly once)";
+               << " was written " << writes_[e] << " times (want "
+               << (t.want == 1 ? "exactly once" : "never") << ")";
             return os.str();
           }
     }

@@ -3,6 +3,7 @@
 // does, and reports the first violation: an element written twice or never in a step (coverage),
 // a read before the producing stage or after this step's update (dependencies), or two tasks of
 // one stage touching an element one of them writes, unless a counter orders them (races).
+// A forward-only plan must write no parameter and no hidden-layer gradient at all.
 #pragma once
 
 #include <cstdint>

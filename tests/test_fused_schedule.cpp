@@ -180,6 +180,42 @@ TEST(FusedSchedule, CheckerFlagsStagesOutOfOrder) {
   EXPECT_NE(err.find("before the stage that produces it"), std::string::npos) << err;
 }
 
+// ---- the forward-only (evaluation) plan ---------------------------------------------------
+
+Plan forward_plan_for(const Shape& s) {
+  Plan p{};
+  PlanRequest q{s.sizes.data(), static_cast<int32_t>(s.sizes.size()), s.batch, s.grid, kSmem,
+                false};
+  q.forward_only = true;
+  const Verdict v = make_plan(q, &p);
+  EXPECT_TRUE(v.ok) << v.reason;
+  return p;
+}
+
+// eval --engine fused: every activation and partial once per batch, the logits' loss once, and
+// no parameter, moment or hidden-layer gradient written at all.
+TEST(FusedSchedule, ForwardOnlyPlanIsSoundAndWritesNoParameter) {
+  for (const Shape& s : kShapes) {
+    const Plan p = forward_plan_for(s);
+    EXPECT_EQ(p.stage_count, p.layers) << name(s);
+    EXPECT_EQ(check_schedule(p), "") << name(s);
+  }
+}
+
+TEST(FusedSchedule, CheckerFlagsBackwardWorkInAForwardOnlyPlan) {
+  const Plan p0 = forward_plan_for(kShapes[4]);
+  Plan p = p0;  // a dX stage sneaks in: it writes a hidden layer's gradient
+  p.stage[p.stage_count++] = Stage{1, {{OpKind::kDx, p.layers - 1}, {}}};
+  std::string err = check_schedule(p);
+  EXPECT_NE(err.find("dz[" + std::to_string(p.layers - 2) + "] was written 1 times (want never)"),
+            std::string::npos)
+      << err;
+  p = p0;  // an Adam update: its gradient was never produced
+  p.stage[p.stage_count++] = Stage{1, {{OpKind::kDw, 0}, {}}};
+  err = check_schedule(p);
+  EXPECT_NE(err.find("dz[0] is read before the stage that produces it"), std::string::npos) << err;
+}
+
 // ---- what the engine refuses ------------------------------------------------------------
 
 TEST(FusedSchedule, RefusesUnsupportedShapesWithAReason) {

@@ -297,13 +297,13 @@ inline Verdict make_plan(const PlanRequest& q, Plan* out) {
                       &lp.fwd))
       return refuse(
           "no tile of layer %lld (%lld x %lld) at batch %lld fits the shared memory "
-          "a block may use",
+          "a block may use (try a smaller --batch-size)",
           l, lp.fan_in, lp.fan_out, q.batch);
     if (train && l >= 1 &&
         !choose_split(lp.fan_out, lp.fan_in, p.batch, p.grid, 1.0, false, budget, &lp.dx))
       return refuse(
           "no backward tile of layer %lld (%lld x %lld) at batch %lld fits the shared "
-          "memory a block may use",
+          "memory a block may use (try a smaller --batch-size)",
           l, lp.fan_in, lp.fan_out, q.batch);
     if (l == 0 || !train) lp.dx = Split{1, 1, lp.fan_out, lp.fan_in};  // never run
     const int64_t act = int64_t{p.batch} * lp.fan_out;
