@@ -118,7 +118,9 @@ Intervals run_trainer(Backend& be, const Dataset& data, bool graph) {
   opt.use_graph = graph;
   opt.log_interval = 5;
   Trainer trainer(be, model, data, nullptr, opt);
-  if (graph) EXPECT_EQ(trainer.graph_fallback(), "");
+  if (graph) {
+    EXPECT_EQ(trainer.graph_fallback(), "");
+  }
   Intervals rec;
   trainer.run({&rec});
   return rec;
