@@ -1,4 +1,4 @@
-// The flags every command that computes shares: --device, --threads, --tf32.
+// The flags every command that computes shares: --device, --threads, --tf32, --gemm.
 // One helper adds them with the same names, help and checks everywhere, and
 // turns them into BackendOptions for the backend factory, which alone decides
 // CPU vs CUDA.
@@ -15,6 +15,7 @@ struct DeviceFlags {
   std::string device = "auto";  // auto|cpu|cuda, or all|cpu|cuda for bench
   int threads = 0;              // CPU threads, 0: all cores
   bool tf32 = false;            // CUDA: TF32 tensor-core math in cuBLAS
+  std::string gemm = "cublas";  // CUDA: cublas | lt (forward GEMMs with cuBLASLt epilogues)
 };
 
 // bench_choices: --device all|cpu|cuda (default all: every usable backend)
