@@ -22,4 +22,12 @@ inline constexpr int kAdamBlock = 256;
 void adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
                OptimizerState* state, cudaStream_t stream);
 
+// The same update at t = state->step, WITHOUT the increment (the step plan's
+// loss kernel advanced the counter): one launch, so a layer's update is one
+// node. float4 loads and stores when all four arrays are 16-byte aligned and n
+// is a multiple of 4 (the flat layout's tensors are); the arithmetic is the
+// scalar kernel's, per component, so results are the same bits.
+void adam_update(float* params, const float* grads, float* m, float* v, int64_t n,
+                 const OptimizerState* state, cudaStream_t stream);
+
 }  // namespace mlp::kernels

@@ -12,6 +12,10 @@ namespace mlp::kernels {
 
 inline constexpr int kWarpSize = 32;
 
+// True when every index below n fits a signed 32-bit int: kernels then do
+// their index math in 32 bits (fewer registers and instructions than int64).
+inline bool fits_int32(int64_t n) { return n >= 0 && n <= 0x7fffffff; }
+
 // ceil(n / block) as a grid x-dimension (at most 2^31 - 1 blocks).
 inline unsigned grid_for(int64_t n, int block) {
   const int64_t blocks = (n + block - 1) / block;

@@ -126,4 +126,62 @@ void Backend::adam_step(float* params, const float* grads, float* m, float* v, i
   adam_step_impl(params, grads, m, v, n, state);
 }
 
+// ---- step-plan ops ------------------------------------------------------------
+
+void Backend::relu_backward_bias_grad(Mat grad, CMat act, float* db) {
+  check_mat("relu_backward_bias_grad", "grad", grad.data, grad.rows, grad.cols);
+  check_mat("relu_backward_bias_grad", "act", act.data, act.rows, act.cols);
+  if (grad.rows != act.rows || grad.cols != act.cols)
+    fail("relu_backward_bias_grad",
+         fmt::format("grad is {}x{} but act is {}x{}", grad.rows, grad.cols, act.rows, act.cols));
+  if (!db) fail("relu_backward_bias_grad", "db is null");
+  relu_backward_bias_grad_impl(grad, act, db);
+}
+
+void Backend::softmax_xent_backward(CMat logits, const uint8_t* labels, Mat dlogits, float* db,
+                                    double* metrics, OptimizerState* step_counter) {
+  const char* op = "softmax_xent_backward";
+  check_mat(op, "logits", logits.data, logits.rows, logits.cols);
+  check_mat(op, "dlogits", dlogits.data, dlogits.rows, dlogits.cols);
+  if (dlogits.rows != logits.rows || dlogits.cols != logits.cols)
+    fail(op, fmt::format("logits are {}x{} but dlogits {}x{}", logits.rows, logits.cols,
+                         dlogits.rows, dlogits.cols));
+  if (logits.cols > 256) fail(op, "more than 256 classes (labels are uint8)");
+  if (!labels || !metrics || !db) fail(op, "labels, metrics or db is null");
+  softmax_xent_backward_impl(logits, labels, dlogits, db, metrics, step_counter);
+}
+
+void Backend::adam_update(float* params, const float* grads, float* m, float* v, int64_t n,
+                          const OptimizerState* state) {
+  if (n <= 0) fail("adam_update", fmt::format("n = {}", n));
+  if (!params || !grads || !m || !v || !state) fail("adam_update", "null pointer");
+  adam_update_impl(params, grads, m, v, n, state);
+}
+
+void Backend::gemm_bias_act(CMat x, CMat w, const float* bias, bool relu, Mat out) {
+  if (!bias) fail("gemm_bias_act", "bias is null");
+  if (x.cols != w.rows || out.rows != x.rows || out.cols != w.cols)
+    fail("gemm_bias_act", fmt::format("x is {}x{}, w is {}x{}, out is {}x{}", x.rows, x.cols,
+                                      w.rows, w.cols, out.rows, out.cols));
+  check_mat("gemm_bias_act", "x", x.data, x.rows, x.cols);
+  check_mat("gemm_bias_act", "w", w.data, w.rows, w.cols);
+  check_mat("gemm_bias_act", "out", out.data, out.rows, out.cols);
+  gemm_bias_act_impl(x, w, bias, relu, out);
+}
+
+void Backend::gemm_bias_act_impl(CMat x, CMat w, const float* bias, bool relu, Mat out) {
+  gemm(Trans::kNo, Trans::kNo, 1.0f, x, w, 0.0f, out);
+  if (relu)
+    bias_relu_forward(out, bias);
+  else
+    bias_forward(out, bias);
+}
+
+void Backend::select_lane(int lane) {
+  if (lane < 0 || lane >= kLanes)
+    fail("select_lane", fmt::format("lane {} outside 0..{}", lane, kLanes - 1));
+  lane_ = lane;
+  select_lane_impl(lane);
+}
+
 }  // namespace mlp

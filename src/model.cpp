@@ -104,7 +104,8 @@ Model::Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, co
   opt_state_ = be_.alloc(sizeof(OptimizerState));
   be_.upload(opt_state_.data(), &opt_, sizeof(opt_));
   for (int64_t s : layout_.sizes()) acts_.push_back(be_.alloc(floats(max_batch_ * s)));
-  for (auto& s : scratch_) s = be_.alloc(floats(max_batch_ * layout_.max_width()));
+  for (int64_t l = 0; l < layout_.layers(); ++l)
+    dys_.push_back(be_.alloc(floats(max_batch_ * layout_.fan_out(l))));
 }
 
 void Model::set_params(const std::vector<float>& host) {
@@ -184,31 +185,22 @@ void Model::backward(const uint8_t* labels, int64_t batch, double* metrics) {
   ScopedRange range(be_, "backward");
   const float* p = params_.as<float>();
   float* g = grads_.as<float>();
-  int cur = 0;  // scratch_[cur] holds dL/d(output of layer l), pre-activation
-  Mat dy{scratch_[cur].as<float>(), batch, classes()};
-  be_.softmax_xent(logits(batch), labels, dy.data, metrics);
+  // dys_[l] holds dL/d(output of layer l), pre-activation
+  be_.softmax_xent(logits(batch), labels, dys_.back().as<float>(), metrics);
   for (int64_t l = layout_.layers() - 1; l >= 0; --l) {
     const int64_t in = layout_.fan_in(l), out = layout_.fan_out(l);
-    dy = Mat{scratch_[cur].as<float>(), batch, out};
+    const Mat dy{dys_[l].as<float>(), batch, out};
     // dW = A^T * dY: (in, out); db = column sums of dY
     be_.gemm(Trans::kYes, Trans::kNo, 1.0f, act(l, batch), dy, 0.0f,
              Mat{g + layout_.weight_offset(l), in, out});
     be_.bias_grad(dy, g + layout_.bias_offset(l));
     if (l == 0) break;  // no gradient for the input images
     // dA = dY * W^T: (batch, in), then through the ReLU that produced A
-    Mat da{scratch_[1 - cur].as<float>(), batch, in};
+    Mat da{dys_[l - 1].as<float>(), batch, in};
     be_.gemm(Trans::kNo, Trans::kYes, 1.0f, dy, CMat{p + layout_.weight_offset(l), in, out}, 0.0f,
              da);
     be_.relu_backward(da, act(l, batch));
-    cur = 1 - cur;
   }
-}
-
-void Model::train_step(const uint8_t* images, const uint8_t* labels, int64_t batch,
-                       double* metrics) {
-  forward(images, batch);
-  backward(labels, batch, metrics);
-  update();
 }
 
 void Model::update() {
@@ -221,6 +213,117 @@ void Model::eval_step(const uint8_t* images, const uint8_t* labels, int64_t batc
                       double* metrics) {
   forward(images, batch);
   be_.softmax_xent(logits(batch), labels, nullptr, metrics);
+}
+
+// ---- the step plan ------------------------------------------------------------------
+
+void Model::train_step(const uint8_t* images, const uint8_t* labels, int64_t batch,
+                       double* metrics) {
+  const PlanKey key{images, labels, batch, metrics};
+  for (const auto& [k, plan] : plans_)
+    if (k == key) {
+      plan.run(be_);
+      return;
+    }
+  // The trainer uses a handful of input slots; keep a few plans, drop the oldest.
+  if (plans_.size() >= 8) plans_.erase(plans_.begin());
+  plans_.emplace_back(key, train_plan(images, labels, batch, metrics));
+  plans_.back().second.run(be_);
+}
+
+StepPlan Model::train_plan(const uint8_t* images, const uint8_t* labels, int64_t batch,
+                           double* metrics) {
+  if (batch <= 0 || batch > max_batch_)
+    throw Error(ExitCode::kFailure, fmt::format("batch {} outside 1..{}", batch, max_batch_));
+  constexpr int kMain = 0, kSide = 1;
+  const int64_t layers = layout_.layers(), last = layers - 1;
+  float* p = params_.as<float>();
+  float* g = grads_.as<float>();
+  const auto f = [](int64_t n) { return static_cast<double>(n); };
+  const auto gemm_flops = [&](int64_t m, int64_t n, int64_t k) { return 2.0 * f(m) * f(n) * f(k); };
+  StepPlan plan;
+  const auto kernel = [&](std::string name, int lane, std::vector<int> deps, double bytes,
+                          std::function<void()> run) {
+    return plan.add(
+        {std::move(name), lane, std::move(deps), NodeKind::kKernel, 0.0, bytes, std::move(run)});
+  };
+  const auto gemm = [&](std::string name, int lane, std::vector<int> deps, double flops,
+                        std::function<void()> run) {
+    return plan.add(
+        {std::move(name), lane, std::move(deps), NodeKind::kGemm, flops, 0.0, std::move(run)});
+  };
+
+  // Forward: lane 0, each node reading the previous one's output.
+  const Mat x = act(0, batch);
+  int prev = kernel("u8_to_float", kMain, {}, 5.0 * f(x.size()),
+                    [=] { be_.u8_to_float(images, x, binarize_); });
+  for (int64_t l = 0; l <= last; ++l) {
+    const CMat w{p + layout_.weight_offset(l), layout_.fan_in(l), layout_.fan_out(l)};
+    const CMat in = act(l, batch);
+    const Mat out = act(l + 1, batch);
+    const float* b = p + layout_.bias_offset(l);
+    if (be_.fuses_gemm_epilogue()) {  // --gemm lt: bias (+ ReLU) in the GEMM's epilogue
+      const bool relu = l < last;
+      prev =
+          gemm(fmt::format("forward_gemm_bias{}{}", relu ? "_relu" : "", l), kMain, {prev},
+               gemm_flops(batch, w.cols, w.rows), [=] { be_.gemm_bias_act(in, w, b, relu, out); });
+      continue;
+    }
+    prev = gemm(fmt::format("forward_gemm{}", l), kMain, {prev}, gemm_flops(batch, w.cols, w.rows),
+                [=] { be_.gemm(Trans::kNo, Trans::kNo, 1.0f, in, w, 0.0f, out); });
+    if (l < last)
+      prev = kernel(fmt::format("bias_relu{}", l), kMain, {prev}, 8.0 * f(out.size()),
+                    [=] { be_.bias_relu_forward(out, b); });
+    else
+      prev = kernel(fmt::format("bias{}", l), kMain, {prev}, 8.0 * f(out.size()),
+                    [=] { be_.bias_forward(out, b); });
+  }
+
+  // Loss: dY of the output layer, its bias gradient, the metrics, Adam's counter.
+  {
+    const Mat dy{dys_[last].as<float>(), batch, classes()};
+    float* db = g + layout_.bias_offset(last);
+    OptimizerState* st = optimizer_state();
+    const CMat z = logits(batch);
+    prev = kernel("softmax_xent_backward", kMain, {prev}, 8.0 * f(dy.size()) + f(batch),
+                  [=] { be_.softmax_xent_backward(z, labels, dy, db, metrics, st); });
+  }
+  int dy_ready = prev;  // the node that finished dys_[l] (and db_l)
+  for (int64_t l = last; l >= 0; --l) {
+    const int64_t in = layout_.fan_in(l), out = layout_.fan_out(l);
+    const Mat dy{dys_[l].as<float>(), batch, out};
+    const CMat a = act(l, batch);
+    const Mat dw{g + layout_.weight_offset(l), in, out};
+    // dW = A^T dY on the side lane, as soon as dY is final.
+    const int dw_node =
+        gemm(fmt::format("dw_gemm{}", l), kSide, {dy_ready}, gemm_flops(in, out, batch),
+             [=] { be_.gemm(Trans::kYes, Trans::kNo, 1.0f, a, dy, 0.0f, dw); });
+    int last_reader = dw_node;  // of W_l: the forward GEMM long before, then dX below
+    if (l > 0) {
+      // dA = dY W^T on lane 0, then ReLU backward + the bias gradient of layer l-1.
+      const CMat w{p + layout_.weight_offset(l), in, out};
+      const Mat da{dys_[l - 1].as<float>(), batch, in};
+      const int dx =
+          gemm(fmt::format("dx_gemm{}", l), kMain, {dy_ready}, gemm_flops(batch, in, out),
+               [=] { be_.gemm(Trans::kNo, Trans::kYes, 1.0f, dy, w, 0.0f, da); });
+      float* db = g + layout_.bias_offset(l - 1);
+      const CMat a_in = act(l, batch);
+      dy_ready = kernel(fmt::format("relu_backward_bias_grad{}", l - 1), kMain, {dx},
+                        12.0 * f(da.size()), [=] { be_.relu_backward_bias_grad(da, a_in, db); });
+      last_reader = dx;
+    }
+    // Adam over W_l and b_l (contiguous in the flat layout, padding included).
+    const int64_t begin = layout_.weight_offset(l);
+    const int64_t end = l < last ? layout_.weight_offset(l + 1) : layout_.total_floats();
+    float* m = m_.as<float>() + begin;
+    float* v = v_.as<float>() + begin;
+    float* pl = p + begin;
+    const float* gl = g + begin;
+    const OptimizerState* st = optimizer_state();
+    kernel(fmt::format("adam{}", l), kSide, {dw_node, last_reader}, 28.0 * f(end - begin),
+           [=] { be_.adam_update(pl, gl, m, v, end - begin, st); });
+  }
+  return plan;
 }
 
 }  // namespace mlp

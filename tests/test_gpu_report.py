@@ -162,8 +162,39 @@ def engines_json(rows):
         for e, b, us in rows]})
 
 
+def sweep_json(rows):
+    return json.dumps({"tool": "mnist-mlp", "results": [
+        {"device": "cuda", "backend": "cuda: fabricated", "batch_size": b,
+         "samples_per_sec": b / (us * 1e-6), "step_ms": us / 1e3, "epoch_seconds": 0.6 * us / b}
+        for b, us in rows]})
+
+
+def kernels_json():
+    """bench --kernels --json: a CPU report (ignored) and the CUDA one."""
+    def report(device):
+        return {"device": device, "backend": device + ": fabricated", "batch_size": 100,
+                "tf32": False, "nodes": [
+                    {"name": "u8_to_float", "lane": 0, "kind": "kernel", "us": 1.5, "gbps": 261.3,
+                     "of_peak": 0.054, "critical": True},
+                    {"name": "dw_gemm3", "lane": 1, "kind": "gemm", "us": 3.25, "gflops": 307.7,
+                     "of_peak": 0.0051, "critical": False},
+                    {"name": "adam0", "lane": 1, "kind": "kernel", "us": 4.0, "gbps": 2758.0,
+                     "of_peak": 0.57, "critical": True}],
+                "sum_us": 8.75, "critical_path_us": 5.5, "critical_path_nodes": 18,
+                "step_us": 31.5}
+    return json.dumps({"version": "0.1.0", "kernels": [report("cpu"), report("cuda")]})
+
+
+def extra_blocks():
+    """The extra group's JSON stages: kernels, --gemm lt, the two sweeps."""
+    return (block("bench-kernels", "", json_part=kernels_json()) +
+            block("bench-gemm-lt", "", json_part=bench_json([("cuda", 19.0)])) +
+            block("bench-sweep", "", json_part=sweep_json([(100, 21.0), (4096, 250.0)])) +
+            block("bench-sweep-tf32", "", json_part=sweep_json([(100, 18.5), (4096, 120.0)])))
+
+
 def write_run(d, gpu_acc=0.9791, cpu_acc=0.9807, tests=None, sanitizer=None, fused=False,
-              no_gpu=None, torch=True):
+              no_gpu=None, torch=True, extra=False):
     """An OUTDIR as gpu-check leaves it; the keyword arguments vary one thing."""
     def w(name, text):
         with open(os.path.join(d, name), "w") as fh:
@@ -187,7 +218,8 @@ def write_run(d, gpu_acc=0.9791, cpu_acc=0.9807, tests=None, sanitizer=None, fus
        + block("bench-fused-sweep", "",
                json_part=engines_json([("fused", 100, 14.0), ("fused", 256, 20.0)]))
        if fused else "") +
-      block("pytorch", "pytorch 2.11.0+cu130 bench | model 784-500-500-500-10"))
+      block("pytorch", "pytorch 2.11.0+cu130 bench | model 784-500-500-500-10") +
+      (extra_blocks() if extra else ""))
     san = ""
     for tool in ("memcheck", "racecheck", "synccheck", "initcheck"):
         for target in ("train", "tests"):
@@ -245,6 +277,33 @@ class GpuReport(unittest.TestCase):
         self.assertIn("2.48x", out)  # 52 us / 21 us
         self.assertIn("# GPU results: PASS", md)
         self.assertLess(len(out.strip().splitlines()), 30, "the table must fit one screen")
+
+    def test_kernels_lt_and_sweeps_land_in_the_results(self):
+        rc, r, md, out = self.run_report(extra=True)
+        self.assertEqual(rc, 0, out)
+        k = r["kernels"]
+        self.assertEqual(k["batch_size"], 100)
+        self.assertEqual([n["name"] for n in k["nodes"]], ["u8_to_float", "dw_gemm3", "adam0"])
+        self.assertEqual(k["nodes"][1]["achieved"], "307.7 GFLOP/s")
+        self.assertEqual(k["nodes"][2]["achieved"], "2758.0 GB/s")
+        self.assertEqual([n["critical"] for n in k["nodes"]], [True, False, True])
+        self.assertEqual((k["critical_path_nodes"], k["critical_path_us"], k["step_us"]),
+                         (18, 5.5, 31.5))
+        self.assertAlmostEqual(r["step_us"]["gpu_lt"], 19.0)
+        self.assertIn("cuBLASLt", out)
+        fp32, tf32 = r["sweep"]["sweep"], r["sweep"]["sweep-tf32"]
+        self.assertEqual([x["batch_size"] for x in fp32], [100, 4096, 100])
+        self.assertAlmostEqual(tf32[1]["step_us"], 120.0)
+        self.assertEqual(fp32[-1]["variant"], "pytorch graph_fused")  # best, in the same table
+        self.assertAlmostEqual(fp32[-1]["step_us"], 52.0)
+        self.assertIn("| dw_gemm3 | 1 | 3.25 | 307.7 GFLOP/s | 0.5% |  |", md)
+        self.assertIn("pytorch graph_fused batch 100", md)
+
+    def test_without_the_extra_stages_there_are_no_kernel_rows(self):
+        _, r, md, _ = self.run_report()
+        self.assertIsNone(r["kernels"])
+        self.assertIsNone(r["step_us"]["gpu_lt"])
+        self.assertNotIn("## Kernels", md)
 
     def test_accuracy_more_than_04_points_from_cpu_fails(self):
         rc, r, _, out = self.run_report(gpu_acc=0.9790, cpu_acc=0.9835)

@@ -219,3 +219,25 @@ def bench_row(block, device, batch=100):
         if r.get("device") == device and r.get("batch_size") == batch:
             return r["epoch_seconds"] * 1e3, r["step_ms"] * 1e3, r
     return None, None, None
+
+
+def kernels(block):
+    """The CUDA batch-100 report of a bench --kernels --json block: every node's
+    name, lane, us, achieved ("123.4 GB/s" or "56.7 GFLOP/s"), of_peak and
+    whether it is on the critical path; None when the block has none."""
+    doc = block.json() if block else None
+    for r in (doc or {}).get("kernels", []):
+        if r.get("device") != "cuda":
+            continue
+        nodes = []
+        for n in r.get("nodes", []):
+            gemm = n.get("kind") == "gemm"
+            value = n.get("gflops" if gemm else "gbps")
+            nodes.append({"name": n.get("name"), "lane": n.get("lane", 0), "us": n.get("us"),
+                          "achieved": None if value is None else
+                          "%.1f %s" % (value, "GFLOP/s" if gemm else "GB/s"),
+                          "of_peak": n.get("of_peak") or None, "critical": bool(n.get("critical"))})
+        return {"batch_size": r.get("batch_size"), "tf32": r.get("tf32"), "nodes": nodes,
+                "sum_us": r.get("sum_us"), "critical_path_us": r.get("critical_path_us"),
+                "critical_path_nodes": r.get("critical_path_nodes"), "step_us": r.get("step_us")}
+    return None

@@ -137,6 +137,41 @@ class Backend {
   void adam_step(float* params, const float* grads, float* m, float* v, int64_t n,
                  OptimizerState* state);
 
+  // ---- step-plan ops (src/step_plan.h): fewer, fused nodes per step ----------
+  // relu_backward then bias_grad in one pass over grad: grad = grad * (act > 0),
+  // db = column sums of the masked grad. db: (grad.cols)
+  void relu_backward_bias_grad(Mat grad, CMat act, float* db);
+  // softmax_xent writing dlogits, plus db = column sums of dlogits (the output
+  // layer's bias gradient) and, when step_counter is non-null,
+  // step_counter->step += 1: Adam's counter advances here, in a kernel the step
+  // runs anyway, once per step and before any adam_update of that step reads it.
+  void softmax_xent_backward(CMat logits, const uint8_t* labels, Mat dlogits, float* db,
+                             double* metrics, OptimizerState* step_counter);
+  // Adam over n floats at t = state->step (as adam_step after its increment),
+  // without touching the counter: one launch, callable once per layer.
+  void adam_update(float* params, const float* grads, float* m, float* v, int64_t n,
+                   const OptimizerState* state);
+  // out = x * w + bias, then ReLU when relu: a layer's forward in one op. True
+  // when the backend does it in one launch (CUDA with --gemm lt, where
+  // cuBLASLt has the epilogue); the step plan then makes it one node instead of
+  // a GEMM node and a bias node.
+  virtual bool fuses_gemm_epilogue() const { return false; }
+  void gemm_bias_act(CMat x, CMat w, const float* bias, bool relu, Mat out);
+
+  // ---- lanes: fork/join inside a step ---------------------------------------
+  // Ops issue on lane 0 (the compute stream) unless select_lane(1) picked the
+  // side lane: a second stream on CUDA (its own cuBLAS handle), recorded into
+  // the same graph when capturing; nothing on the CPU, where ops run at once.
+  // A lane sees the other's work only through record/wait: fork the side lane
+  // from lane 0 before its first op and join it back before the step ends.
+  static constexpr int kLanes = 2;
+  void select_lane(int lane);
+  int lane() const { return lane_; }
+  // Marks the selected lane's position; returns its id.
+  uint64_t record_lane_event() { return record_lane_event_impl(); }
+  // The selected lane waits for an id from record_lane_event (any lane).
+  void wait_lane_event(uint64_t id) { wait_lane_event_impl(id); }
+
  protected:
   virtual void* alloc_impl(std::size_t bytes, Buffer::FreeFn* free_fn) = 0;
   virtual void* alloc_host_impl(std::size_t bytes, Buffer::FreeFn* free_fn) = 0;
@@ -164,9 +199,22 @@ class Backend {
                                  double* metrics) = 0;
   virtual void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
                               OptimizerState* state) = 0;
+  virtual void relu_backward_bias_grad_impl(Mat grad, CMat act, float* db) = 0;
+  virtual void softmax_xent_backward_impl(CMat logits, const uint8_t* labels, Mat dlogits,
+                                          float* db, double* metrics,
+                                          OptimizerState* step_counter) = 0;
+  virtual void adam_update_impl(float* params, const float* grads, float* m, float* v, int64_t n,
+                                const OptimizerState* state) = 0;
+  // Default: the GEMM, then the bias (+ ReLU) op: what the CPU reference does.
+  virtual void gemm_bias_act_impl(CMat x, CMat w, const float* bias, bool relu, Mat out);
+  virtual void select_lane_impl(int /*lane*/) {}
+  virtual uint64_t record_lane_event_impl() { return ++lane_events_; }
+  virtual void wait_lane_event_impl(uint64_t /*id*/) {}
 
  private:
   std::vector<GemmSpan>* gemm_spans_ = nullptr;
+  int lane_ = 0;
+  uint64_t lane_events_ = 0;
 };
 
 // RAII profiling range (NVTX on CUDA, nothing on the CPU).
@@ -199,7 +247,8 @@ const char* cpu_gemm_name(CpuGemm g);  // "onednn" | "openblas" (kDefault resolv
 bool onednn_compiled();
 struct CudaOptions {
   int device = 0;
-  bool tf32 = false;  // allow TF32 tensor-core math in cuBLAS (default strict FP32)
+  bool tf32 = false;     // allow TF32 tensor-core math in cuBLAS (default strict FP32)
+  bool gemm_lt = false;  // --gemm lt: forward GEMMs through cuBLASLt with the bias/ReLU epilogue
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuOptions& opt);

@@ -14,6 +14,7 @@
 
 #include "mlp/backend.h"
 #include "mlp/optimizer.h"
+#include "mlp/step_plan.h"
 
 namespace mlp {
 
@@ -84,9 +85,18 @@ class Model {
   void backward(const uint8_t* labels, int64_t batch, double* metrics);
   // One Adam step over the flat buffer, from the gradients backward() left.
   void update();
-  // forward, backward, update. Issues no host sync and no allocation, so it
-  // can be captured as a graph.
+  // One training step: runs train_plan() for these pointers (built once per
+  // distinct set and kept). Same math as forward, backward, update, with the
+  // fused ops and the side lane. Issues no host sync and no allocation after
+  // the first call with these pointers, so it can be captured as a graph.
   void train_step(const uint8_t* images, const uint8_t* labels, int64_t batch, double* metrics);
+  // The step as a plan (mlp/step_plan.h). Lane 0, the critical path: input
+  // conversion, forward, loss (with the output bias gradient and Adam's step
+  // counter), and the dX chain, each dX GEMM followed by one ReLU-backward +
+  // bias-gradient kernel. Lane 1: each layer's dW GEMM as soon as its dY is
+  // ready, and its Adam update once its weights' last reader (the dX GEMM
+  // below it) has run.
+  StepPlan train_plan(const uint8_t* images, const uint8_t* labels, int64_t batch, double* metrics);
   // forward and loss only.
   void eval_step(const uint8_t* images, const uint8_t* labels, int64_t batch, double* metrics);
   CMat logits(int64_t batch) const;
@@ -107,7 +117,20 @@ class Model {
   bool binarize_;
   Buffer params_, grads_, m_, v_, opt_state_;
   std::vector<Buffer> acts_;  // acts_[0]: input as float; acts_[l]: layer l's output
-  Buffer scratch_[2];         // activation gradients, ping-pong: (max_batch, max_width)
+  // dys_[l]: dL/d(pre-activation output of layer l), (max_batch, fan_out(l)); one
+  // buffer per layer so a dW GEMM on the side lane still reads its dY while the
+  // dX chain writes the next one.
+  std::vector<Buffer> dys_;
+  struct PlanKey {
+    const uint8_t* images;
+    const uint8_t* labels;
+    int64_t batch;
+    double* metrics;
+    bool operator==(const PlanKey& o) const {
+      return images == o.images && labels == o.labels && batch == o.batch && metrics == o.metrics;
+    }
+  };
+  std::vector<std::pair<PlanKey, StepPlan>> plans_;  // train_step's plans, by pointers
 };
 
 }  // namespace mlp

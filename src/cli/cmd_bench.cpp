@@ -19,6 +19,7 @@
 #include "mlp/bench.h"
 #include "mlp/dataset.h"
 #include "mlp/error.h"
+#include "mlp/kernel_timing.h"
 #include "mlp/model.h"
 
 namespace mlp::cli {
@@ -34,6 +35,7 @@ struct BenchOptions {
   bool sweep = false;
   bool no_graph = false;
   bool json = false;
+  bool kernels = false;  // --kernels: the per-kernel table instead of the throughput rows
 };
 
 const std::vector<int64_t> kSweepBatches{100, 256, 512, 1024, 2048, 4096};
@@ -115,6 +117,45 @@ void print_tables(const std::vector<BenchResult>& rows, const std::vector<double
         100 * r.gemm_share, r.gemm_gflops);
 }
 
+// --kernels: every node of the step timed alone (src/bench/kernel_timing.cpp).
+int run_kernels(const BenchOptions& o, std::vector<std::unique_ptr<Backend>>& backends,
+                std::map<std::string, PeakInfo>& peaks, const std::vector<int64_t>& batches,
+                const Dataset& data) {
+  nlohmann::json out = nlohmann::json::array();
+  for (int64_t b : batches)
+    for (auto& be : backends) {
+      BenchConfig c = o.cfg;
+      c.batch = b;
+      const std::string dev = be->kind() == BackendKind::kCuda ? "cuda" : "cpu";
+      const KernelReport r = time_kernels(*be, data, c, peaks[dev]);
+      if (!o.json) {
+        fmt::print("\n{}", format_kernel_report(r));
+        continue;
+      }
+      nlohmann::json nodes = nlohmann::json::array();
+      for (const KernelTiming& k : r.nodes)
+        nodes.push_back({{"name", k.name},
+                         {"lane", k.lane},
+                         {"kind", k.kind == NodeKind::kGemm ? "gemm" : "kernel"},
+                         {"us", k.us},
+                         {k.kind == NodeKind::kGemm ? "gflops" : "gbps", k.achieved},
+                         {"of_peak", k.of_peak},
+                         {"critical", k.critical}});
+      out.push_back({{"device", r.device},
+                     {"backend", be->describe()},
+                     {"batch_size", r.batch},
+                     {"tf32", o.device.tf32},
+                     {"nodes", nodes},
+                     {"sum_us", r.sum_us},
+                     {"critical_path_us", r.critical_path_us},
+                     {"critical_path_nodes", r.critical_path_nodes},
+                     {"step_us", r.step_us}});
+    }
+  if (o.json)
+    fmt::print("{}\n", nlohmann::json{{"version", MLP_VERSION}, {"kernels", out}}.dump(2));
+  return 0;
+}
+
 int run_bench_command(BenchOptions& o) {
   check_engine_flags(o.engine, o.device, o.no_graph);
   const int threads = resolve_cpu_threads(o.device.threads);
@@ -131,7 +172,9 @@ int run_bench_command(BenchOptions& o) {
   nlohmann::json skipped = nlohmann::json::array();
   if (o.device.device == "all") {
     std::string why;
-    BackendOptions bo = backend_options(DeviceFlags{"auto", o.device.threads, o.device.tf32});
+    DeviceFlags auto_flags = o.device;
+    auto_flags.device = "auto";
+    BackendOptions bo = backend_options(auto_flags);
     backends = make_all_backends(bo, &why);
     if (!why.empty()) skipped.push_back({{"device", "cuda"}, {"reason", why}});
   } else {
@@ -172,6 +215,7 @@ int run_bench_command(BenchOptions& o) {
   fmt::print(o.json ? stderr : stdout, "{}", intro);
   std::fflush(o.json ? stderr : stdout);
 
+  if (o.kernels) return run_kernels(o, backends, peaks, batches, data.set);
   std::vector<BenchResult> rows;
   std::vector<double> speedups;
   EngineRows engine_rows;  // both engines, in run order
@@ -212,7 +256,8 @@ int run_bench_command(BenchOptions& o) {
       {"steps", steps},           {"steps_requested", o.cfg.steps},
       {"warmup", o.cfg.warmup},   {"repeats", o.cfg.repeats},
       {"graph", o.cfg.use_graph}, {"tf32", o.device.tf32},
-      {"sweep", o.sweep},         {"skipped", skipped}};
+      {"sweep", o.sweep},         {"gemm", o.device.gemm},
+      {"skipped", skipped}};
   for (const auto& [dev, p] : peaks)
     j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};
   j["results"] = nlohmann::json::array();
@@ -258,6 +303,10 @@ Command add_bench_command(CLI::App& root) {
                 "--batch-size, one row each, every row training about --steps x --batch-size "
                 "samples (fewer steps for larger batches): where throughput levels off");
   app->add_flag("--no-graph", o->no_graph, "CUDA: launch each step eagerly, no CUDA Graph");
+  app->add_flag("--kernels", o->kernels,
+                "Instead of the throughput rows: every kernel of the step timed alone (the "
+                "names Nsight shows as NVTX ranges), us/step, GB/s or GFLOP/s vs peak, and the "
+                "step's critical path");
   app->add_option("--data", o->data_dir,
                   "MNIST directory; synthetic data when it has no "
                   "training set")

@@ -26,6 +26,11 @@ void add_device_flags(CLI::App* app, DeviceFlags& f, bool bench_choices) {
       ->check(CLI::IsMember(gemms));
   app->add_flag("--tf32", f.tf32,
                 "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
+  app->add_option("--gemm", f.gemm,
+                  "CUDA: cublas (cuBLAS SGEMM + the bias/ReLU kernels) or lt (cuBLASLt with the "
+                  "bias/ReLU in the forward GEMM's epilogue, where its heuristics have one)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cublas", "lt"}));
 }
 
 BackendOptions backend_options(const DeviceFlags& f) {
@@ -34,6 +39,7 @@ BackendOptions backend_options(const DeviceFlags& f) {
   o.cpu.threads = f.threads;
   o.cpu.gemm = parse_cpu_gemm(f.cpu_gemm);  // Error(kUsage) for onednn in a build without it
   o.cuda.tf32 = f.tf32;
+  o.cuda.gemm_lt = f.gemm == "lt";
   return o;
 }
 

@@ -12,6 +12,7 @@
 #include <new>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/cpu_step_ops.h"
 #include "cpu/thread_pool.h"
 #include "mlp/backend.h"
 #include "mlp/error.h"
@@ -112,6 +113,18 @@ class CpuBackend final : public Backend {
   void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
                       OptimizerState* state) override {
     cpu::adam_step(pool_, params, grads, m, v, n, state);
+  }
+  // The step plan's fused ops (src/cpu/cpu_step_ops.cpp).
+  void relu_backward_bias_grad_impl(Mat grad, CMat act, float* db) override {
+    cpu::relu_backward_bias_grad(pool_, grad, act, db);
+  }
+  void softmax_xent_backward_impl(CMat logits, const uint8_t* labels, Mat dlogits, float* db,
+                                  double* metrics, OptimizerState* step_counter) override {
+    cpu::softmax_xent_backward(logits, labels, dlogits, db, metrics, step_counter);
+  }
+  void adam_update_impl(float* params, const float* grads, float* m, float* v, int64_t n,
+                        const OptimizerState* state) override {
+    cpu::adam_update(pool_, params, grads, m, v, n, state);
   }
 
  private:

@@ -18,9 +18,11 @@
 #include "cuda/cuda_info.h"     // defines: device_problem
 #include "cuda/cuda_memory.h"   // defines: free_device, free_pinned
 #include "cuda/cuda_stream.h"   // defines: compute_stream (for tests)
+#include "cuda/lt_gemm.h"       // defines: LtGemm (--gemm lt)
 #include "kernels/adam.cuh"
 #include "kernels/bias_grad.cuh"
 #include "kernels/elementwise.cuh"  // defines: u8_to_float, bias_relu_forward, bias_forward, ...
+#include "kernels/relu_bias_grad.cuh"
 #include "kernels/softmax_xent.cuh"
 #include "mlp/backend.h"
 #include "mlp/error.h"
@@ -57,7 +59,8 @@ class CudaGraph final : public Graph {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const CudaOptions& opt) : device_(opt.device), tf32_(opt.tf32) {
+  explicit CudaBackend(const CudaOptions& opt)
+      : device_(opt.device), tf32_(opt.tf32), gemm_lt_(opt.gemm_lt) {
     try {
       init();
     } catch (...) {
@@ -136,6 +139,7 @@ class CudaBackend final : public Backend {
   }
   void synchronize_impl() override {
     MLP_CUDA_CHECK(cudaStreamSynchronize(copy_));
+    MLP_CUDA_CHECK(cudaStreamSynchronize(side_));
     MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
   }
 
@@ -244,38 +248,105 @@ class CudaBackend final : public Backend {
     const int m = to_int(c.rows, "m"), n = to_int(c.cols, "n");
     const int k = to_int(ta == Trans::kNo ? a.cols : a.rows, "k");
     MLP_CUBLAS_CHECK(
-        cuda::cublas().cublasSgemm(cublas_, tb == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T,
+        cuda::cublas().cublasSgemm(lane_cublas(), tb == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T,
                                    ta == Trans::kNo ? CUBLAS_OP_N : CUBLAS_OP_T, n, m, k, &alpha,
                                    b.data, to_int(b.cols, "ldb"), a.data, to_int(a.cols, "lda"),
                                    &beta, c.data, to_int(c.cols, "ldc")));
   }
   void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
-    kernels::u8_to_float(in, out.data, out.size(), binarize, compute_);
+    kernels::u8_to_float(in, out.data, out.size(), binarize, stream());
   }
   void bias_relu_forward_impl(Mat z, const float* bias) override {
-    kernels::bias_relu_forward(z.data, bias, z.rows, z.cols, compute_);
+    kernels::bias_relu_forward(z.data, bias, z.rows, z.cols, stream());
   }
   void bias_forward_impl(Mat z, const float* bias) override {
-    kernels::bias_forward(z.data, bias, z.rows, z.cols, compute_);
+    kernels::bias_forward(z.data, bias, z.rows, z.cols, stream());
   }
   void relu_backward_impl(Mat grad, CMat act) override {
-    kernels::relu_backward(grad.data, act.data, grad.size(), compute_);
+    kernels::relu_backward(grad.data, act.data, grad.size(), stream());
   }
   void bias_grad_impl(CMat grad, float* db) override {
-    kernels::bias_grad(grad.data, db, grad.rows, grad.cols, compute_);
+    kernels::bias_grad(grad.data, db, grad.rows, grad.cols, stream());
   }
   void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
                          double* metrics) override {
-    kernels::softmax_xent(logits.data, labels, dlogits, metrics, logits.rows, logits.cols,
-                          compute_);
+    kernels::softmax_xent_grid(logits.data, labels, dlogits, nullptr, metrics, nullptr, logits.rows,
+                               logits.cols, softmax_ws(), stream());
   }
   void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
                       OptimizerState* state) override {
-    kernels::adam_step(params, grads, m, v, n, state, compute_);
+    kernels::adam_step(params, grads, m, v, n, state, stream());
+  }
+
+  // The step plan's fused ops.
+  void relu_backward_bias_grad_impl(Mat grad, CMat act, float* db) override {
+    kernels::relu_backward_bias_grad(grad.data, act.data, db, grad.rows, grad.cols, stream());
+  }
+  void softmax_xent_backward_impl(CMat logits, const uint8_t* labels, Mat dlogits, float* db,
+                                  double* metrics, OptimizerState* step_counter) override {
+    kernels::softmax_xent_grid(logits.data, labels, dlogits.data, db, metrics, step_counter,
+                               logits.rows, logits.cols, softmax_ws(), stream());
+  }
+  void adam_update_impl(float* params, const float* grads, float* m, float* v, int64_t n,
+                        const OptimizerState* state) override {
+    kernels::adam_update(params, grads, m, v, n, state, stream());
+  }
+
+  // --gemm lt: cuBLASLt with the epilogue, else (no algorithm, or the side
+  // lane, whose workspace Lt does not share) cuBLAS + the bias kernel.
+  bool fuses_gemm_epilogue() const override { return lt_ != nullptr; }
+  void gemm_bias_act_impl(CMat x, CMat w, const float* bias, bool relu, Mat out) override {
+    if (lt_ && lane_now_ == 0 &&
+        lt_->run(x.data, w.data, bias, out.data, to_int(out.rows, "m"), to_int(out.cols, "n"),
+                 to_int(x.cols, "k"), relu, stream()))
+      return;
+    Backend::gemm_bias_act_impl(x, w, bias, relu, out);
+  }
+
+  // ---- lanes --------------------------------------------------------------------------
+  // Lane 1 is side_, with its own cuBLAS handle and workspace (two streams must
+  // never share one workspace). Events come from a pool indexed id % kEventPool;
+  // a step plan records about ten, so an id is never reused while it is awaited.
+  void select_lane_impl(int lane) override { lane_now_ = lane; }
+  uint64_t record_lane_event_impl() override {
+    const uint64_t id = ++lane_ids_;
+    MLP_CUDA_CHECK(cudaEventRecord(lane_events_[id % kEventPool], stream()));
+    return id;
+  }
+  void wait_lane_event_impl(uint64_t id) override {
+    if (id == 0 || id > lane_ids_ || lane_ids_ - id >= kEventPool)
+      throw Error(ExitCode::kFailure,
+                  fmt::format("wait_lane_event: event {} is not among the last {} recorded", id,
+                              kEventPool));
+    MLP_CUDA_CHECK(cudaStreamWaitEvent(stream(), lane_events_[id % kEventPool], 0));
   }
 
  private:
   static double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+  cudaStream_t stream() const { return lane_now_ == 0 ? compute_ : side_; }
+  cublasHandle_t lane_cublas() const { return lane_now_ == 0 ? cublas_ : cublas_side_; }
+  // Only lane 0 runs the loss (the plan puts it there); the check keeps it so.
+  kernels::SoftmaxXentWorkspace softmax_ws() const {
+    if (lane_now_ != 0)
+      throw Error(ExitCode::kFailure, "softmax_xent: runs on lane 0 only (its workspace is there)");
+    return kernels::softmax_xent_workspace(softmax_ws_.data());
+  }
+
+  // A cuBLAS handle on `stream` with its own workspace, math mode as --tf32 says.
+  void make_cublas(cublasHandle_t* handle, cudaStream_t stream, Buffer* workspace) {
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasCreate(handle));
+    // SetStream resets the workspace to cuBLAS's own pool, so set the workspace after it.
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetStream(*handle, stream));
+    Buffer::FreeFn free_fn = nullptr;
+    void* ws = alloc_impl(kCublasWorkspaceBytes, &free_fn);
+    *workspace = Buffer(ws, kCublasWorkspaceBytes, free_fn);
+    MLP_CUBLAS_CHECK(
+        cuda::cublas().cublasSetWorkspace(*handle, workspace->data(), kCublasWorkspaceBytes));
+    // Strict FP32 unless --tf32. Atomics stay at cuBLAS's default (not allowed),
+    // which keeps every GEMM deterministic run to run.
+    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetMathMode(
+        *handle, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  }
 
   void init() {
     MLP_CUDA_CHECK(cudaSetDevice(device_));
@@ -294,27 +365,29 @@ class CudaBackend final : public Backend {
     for (auto& e : download_events_)
       MLP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 
-    MLP_CUBLAS_CHECK(cuda::cublas().cublasCreate(&cublas_));
-    // SetStream resets the workspace to cuBLAS's own pool, so set the workspace after it.
-    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetStream(cublas_, compute_));
-    Buffer::FreeFn free_fn = nullptr;
-    void* ws = alloc_impl(kCublasWorkspaceBytes, &free_fn);
-    workspace_ = Buffer(ws, kCublasWorkspaceBytes, free_fn);
-    MLP_CUBLAS_CHECK(
-        cuda::cublas().cublasSetWorkspace(cublas_, workspace_.data(), kCublasWorkspaceBytes));
-    // Strict FP32 unless --tf32. Atomics stay at cuBLAS's default (not allowed),
-    // which keeps every GEMM deterministic run to run.
-    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetMathMode(
-        cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    MLP_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    for (auto& e : lane_events_)
+      MLP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    make_cublas(&cublas_, compute_, &workspace_);
+    make_cublas(&cublas_side_, side_, &workspace_side_);
+    {
+      Buffer::FreeFn free_fn = nullptr;
+      const std::size_t bytes = kernels::softmax_xent_workspace_bytes();
+      void* p = alloc_impl(bytes, &free_fn);
+      softmax_ws_ = Buffer(p, bytes, free_fn);
+    }
     warm_up_cublas();
+    if (gemm_lt_)
+      lt_ = std::make_unique<cuda::LtGemm>(tf32_, workspace_.data(), kCublasWorkspaceBytes);
 
     int cublas_version = 0;
     MLP_CUBLAS_CHECK(cuda::cublas().cublasGetVersion(cublas_, &cublas_version));
     describe_ =
-        fmt::format("cuda: {} (device {}, sm_{}{}, {} SMs, {:.1f} GiB), cuBLAS {}.{}.{}, {} GEMM",
+        fmt::format("cuda: {} (device {}, sm_{}{}, {} SMs, {:.1f} GiB), cuBLAS {}.{}.{}, {} GEMM{}",
                     prop.name, device_, prop.major, prop.minor, prop.multiProcessorCount,
                     static_cast<double>(prop.totalGlobalMem) / (1 << 30), cublas_version / 10000,
-                    cublas_version / 100 % 100, cublas_version % 100, tf32_ ? "TF32" : "FP32");
+                    cublas_version / 100 % 100, cublas_version % 100, tf32_ ? "TF32" : "FP32",
+                    gemm_lt_ ? ", cuBLASLt bias/ReLU epilogues (--gemm lt)" : "");
   }
 
   // One small SGEMM outside any capture: a library's first call may set up
@@ -327,20 +400,26 @@ class CudaBackend final : public Backend {
     const Buffer scratch(p, 3 * kN * kN * sizeof(float), free_fn);
     const float one = 1.0f, zero = 0.0f;
     float* a = scratch.as<float>();
-    MLP_CUBLAS_CHECK(cuda::cublas().cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &one,
-                                                a, kN, a + kN * kN, kN, &zero, a + 2 * kN * kN,
-                                                kN));
+    for (cublasHandle_t h : {cublas_, cublas_side_})
+      MLP_CUBLAS_CHECK(cuda::cublas().cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &one, a,
+                                                  kN, a + kN * kN, kN, &zero, a + 2 * kN * kN, kN));
     MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
+    MLP_CUDA_CHECK(cudaStreamSynchronize(side_));
   }
 
   void release() noexcept {
     // Never throws: each handle is destroyed if it was created, errors ignored.
     if (compute_) (void)cudaStreamSynchronize(compute_);
     if (copy_) (void)cudaStreamSynchronize(copy_);
+    if (side_) (void)cudaStreamSynchronize(side_);
+    lt_.reset();
     if (cublas_) (void)cuda::cublas().cublasDestroy(cublas_);
-    cublas_ = nullptr;
+    if (cublas_side_) (void)cuda::cublas().cublasDestroy(cublas_side_);
+    cublas_ = cublas_side_ = nullptr;
     workspace_.reset();
-    for (auto* pool : {&compute_events_, &copy_events_})
+    workspace_side_.reset();
+    softmax_ws_.reset();
+    for (auto* pool : {&compute_events_, &copy_events_, &lane_events_})
       for (auto& e : *pool)
         if (e) (void)cudaEventDestroy(std::exchange(e, nullptr));
     for (auto& e : timestamps_)
@@ -349,15 +428,23 @@ class CudaBackend final : public Backend {
       if (e) (void)cudaEventDestroy(std::exchange(e, nullptr));
     if (compute_) (void)cudaStreamDestroy(std::exchange(compute_, nullptr));
     if (copy_) (void)cudaStreamDestroy(std::exchange(copy_, nullptr));
+    if (side_) (void)cudaStreamDestroy(std::exchange(side_, nullptr));
   }
 
   int device_;
   bool tf32_;
+  bool gemm_lt_;
+  std::unique_ptr<cuda::LtGemm> lt_;  // --gemm lt
   std::string describe_;
   cudaStream_t compute_ = nullptr;
   cudaStream_t copy_ = nullptr;
+  cudaStream_t side_ = nullptr;  // lane 1
+  int lane_now_ = 0;
   cublasHandle_t cublas_ = nullptr;
-  Buffer workspace_;
+  cublasHandle_t cublas_side_ = nullptr;
+  Buffer workspace_, workspace_side_, softmax_ws_;
+  std::array<cudaEvent_t, kEventPool> lane_events_{};
+  uint64_t lane_ids_ = 0;
   std::array<cudaEvent_t, kEventPool> compute_events_{};
   std::array<cudaEvent_t, kEventPool> copy_events_{};
   std::array<cudaEvent_t, kTimestampRing> timestamps_{};
@@ -374,6 +461,12 @@ cudaStream_t cuda::compute_stream(Backend& backend) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   if (!cuda) throw Error(ExitCode::kFailure, "compute_stream: not a CUDA backend");
   return cuda->compute_stream();
+}
+
+cudaGraph_t cuda::graph_handle(Graph& graph) {
+  auto* g = dynamic_cast<CudaGraph*>(&graph);
+  if (!g) throw Error(ExitCode::kFailure, "graph_handle: not a CUDA graph");
+  return g->graph;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt) {

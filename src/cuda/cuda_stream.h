@@ -13,5 +13,8 @@ namespace mlp::cuda {
 // The stream every op, memset and replay of `backend` runs on. Throws
 // Error(kFailure) when `backend` is not a CUDA backend.
 cudaStream_t compute_stream(Backend& backend);
+// The captured CUDA graph behind `graph` (from a CUDA backend's capture()), for
+// tests that check its nodes and edges. Throws Error(kFailure) otherwise.
+cudaGraph_t graph_handle(Graph& graph);
 
 }  // namespace mlp::cuda

@@ -201,7 +201,9 @@ TEST_F(CudaTest, TwentyStepsMatchCpuLosses) {
 // ------------------------------------------------------------------------ Bitwise. A graph changes
 // how the launches are submitted, not what runs: the same kernels with the same launch
 // configurations and the same cuBLAS calls (user workspace, atomics off) in the same stream order,
-// and no kernel uses atomics, so every result is a deterministic function of its inputs.
+// and no kernel adds floats atomically (the loss kernel's last-block ticket is an
+// integer atomic; the partials are added in block order), so every result is a deterministic
+// function of its inputs.
 TEST_F(CudaTest, GraphReplayEqualsEagerBitwise) {
   const AdamHyper hyper;
   Model eager(gpu(), kSizes, kBatch, hyper, false), graphed(gpu(), kSizes, kBatch, hyper, false);

@@ -12,6 +12,8 @@
 //   relu_backward            cudnnActivationBackward(RELU)
 //   bias_grad                cudnnConvolutionBackwardBias
 //   u8_to_float, adam_step   (no cuDNN equivalent: vs peak only)
+//   the step plan's fused kernels (vs the unfused ones above and the peak):
+//   relu_backward_bias_grad, softmax_xent_grid (+ bias gradient), adam_update (float4)
 // Without a usable device it prints why and exits 0. cuDNN is loaded at run
 // time (cudnn_loader.h): where it is missing, the cuDNN rows are left out with
 // the reason and ours still run.
@@ -30,6 +32,7 @@
 #include "kernels/bias_grad.cuh"
 #include "kernels/cuda_check.cuh"   // defines: MLP_CUDA_CHECK
 #include "kernels/elementwise.cuh"  // defines: u8_to_float, bias_relu_forward, ...
+#include "kernels/relu_bias_grad.cuh"
 #include "kernels/softmax_xent.cuh"
 #include "mlp/backend.h"
 #include "mlp/bench.h"
@@ -222,6 +225,25 @@ void register_all() {
                                    classes, g_stream);
       });
     });
+    reg(fmt::format("softmax_xent/ours_grid_with_db/B{}x{}", b, classes), [=](benchmark::State& s) {
+      Dev x(static_cast<std::size_t>(lg) * 4), d(static_cast<std::size_t>(lg) * 4),
+          labels(static_cast<std::size_t>(b)), metrics(2 * sizeof(double)), db(classes * 4),
+          ws(mlp::kernels::softmax_xent_workspace_bytes());
+      fill(x, static_cast<std::size_t>(lg), 0.5f);
+      const auto work = mlp::kernels::softmax_xent_workspace(ws.p);
+      run(s, 8.0 * lg + static_cast<double>(b), [&] {
+        mlp::kernels::softmax_xent_grid(x.f(), labels.u8(), d.f(), db.f(),
+                                        static_cast<double*>(metrics.p), nullptr, b, classes, work,
+                                        g_stream);
+      });
+    });
+    reg(fmt::format("relu_backward_bias_grad/ours_fused/B{}x{}", b, hid), [=](benchmark::State& s) {
+      Dev g(static_cast<std::size_t>(n) * 4), a(static_cast<std::size_t>(n) * 4), db(hid * 4);
+      fill(g, static_cast<std::size_t>(n), 0.1f);
+      fill(a, static_cast<std::size_t>(n), 0.5f);
+      run(s, 12.0 * n,
+          [&] { mlp::kernels::relu_backward_bias_grad(g.f(), a.f(), db.f(), b, hid, g_stream); });
+    });
     reg(fmt::format("softmax_xent/cudnn_softmax/B{}x{}", b, classes), [=](benchmark::State& s) {
       Dev x(static_cast<std::size_t>(lg) * 4), y(static_cast<std::size_t>(lg) * 4);
       fill(x, static_cast<std::size_t>(lg), 0.5f);
@@ -233,6 +255,20 @@ void register_all() {
       });
     });
   }
+  // One layer's Adam as the step plan runs it (500x500 + 500 floats, float4, no counter).
+  reg("adam_update/ours_vec4/250500", [](benchmark::State& s) {
+    const int64_t n = 250500;
+    const auto bytes = static_cast<std::size_t>(n) * 4;
+    Dev p(bytes), g(bytes), m(bytes), v(bytes), state(sizeof(mlp::OptimizerState));
+    fill(g, static_cast<std::size_t>(n), 0.01f);
+    mlp::OptimizerState initial;
+    initial.step = 1;
+    MLP_CUDA_CHECK(cudaMemcpy(state.p, &initial, sizeof(initial), cudaMemcpyHostToDevice));
+    run(s, 28.0 * n, [&] {
+      mlp::kernels::adam_update(p.f(), g.f(), m.f(), v.f(), n,
+                                static_cast<const mlp::OptimizerState*>(state.p), g_stream);
+    });
+  });
   // Adam over the network's flat buffer (784-500-500-500-10, 898,510 floats).
   reg("adam_step/ours/898510", [](benchmark::State& s) {
     const int64_t n = 898510;

@@ -1,0 +1,46 @@
+// Per-kernel timing of one training step (`mnist-mlp bench --kernels`): every
+// node of the step plan (mlp/step_plan.h) timed on its own, with a timestamp
+// before and after it, issued eagerly on lane 0 so nothing overlaps; the
+// plan's critical path weighted by those times; and the whole step as the
+// trainer runs it (the captured graph, forked lanes overlapping) for contrast.
+// Event timestamps include a launch's gap, so small kernels read a little
+// high; `ncu` gives exact per-kernel durations (README: Profiling the GPU path).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "mlp/backend.h"
+#include "mlp/bench.h"
+#include "mlp/dataset.h"
+#include "mlp/step_plan.h"
+
+namespace mlp {
+
+struct KernelTiming {
+  std::string name;  // the plan node's name (also its NVTX range)
+  int lane = 0;
+  NodeKind kind = NodeKind::kKernel;
+  double us = 0;        // median over repeats of the mean per step
+  double achieved = 0;  // GFLOP/s (GEMMs) or GB/s (kernels)
+  double of_peak = 0;   // achieved / the device's peak; 0 when the peak is unknown
+  bool critical = false;
+};
+
+struct KernelReport {
+  std::string device;  // "cpu" | "cuda"
+  int64_t batch = 0;
+  std::vector<KernelTiming> nodes;  // in plan order
+  double sum_us = 0;                // every node one after another
+  double critical_path_us = 0;      // the longest dependent chain, by the times above
+  int critical_path_nodes = 0;
+  double step_us = 0;  // one replayed step (graph on CUDA), median over repeats
+};
+
+// cfg.batch, cfg.steps (per repeat), cfg.warmup, cfg.repeats and cfg.sizes are used.
+KernelReport time_kernels(Backend& backend, const Dataset& data, const BenchConfig& cfg,
+                          const PeakInfo& peak);
+// The table `bench --kernels` prints.
+std::string format_kernel_report(const KernelReport& r);
+
+}  // namespace mlp

@@ -1,0 +1,55 @@
+// StepPlan: one training step as a list of nodes (ops) with their data
+// dependencies, in plain host code. Model builds it (Model::train_plan); run()
+// issues it on a Backend: nodes on lane 1 go to the side lane (a second CUDA
+// stream, forked from and joined back to the compute stream, so a captured
+// graph gets the same fork/join), and a dependency that crosses lanes becomes
+// an event record/wait. The CPU runs the same nodes in the same order, at once.
+//
+// The plan is also what `bench --kernels` times node by node and what the tests
+// check: critical_path_nodes() is the longest chain of dependent nodes (data
+// dependencies plus each lane's issue order), i.e. the launches one step has to
+// wait for one after another.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "mlp/backend.h"
+
+namespace mlp {
+
+enum class NodeKind { kGemm, kKernel };
+
+struct PlanNode {
+  std::string name;       // as bench --kernels and the NVTX range print it
+  int lane = 0;           // 0: compute stream (the dX chain); 1: side lane
+  std::vector<int> deps;  // earlier nodes whose output this node reads or overwrites
+  NodeKind kind = NodeKind::kKernel;
+  double flops = 0;  // per run, for achieved GFLOP/s (GEMMs)
+  double bytes = 0;  // per run, minimum DRAM traffic, for achieved GB/s (kernels)
+  std::function<void()> run;
+};
+
+class StepPlan {
+ public:
+  // Appends a node; every dependency must name an earlier node. Returns its index.
+  int add(PlanNode node);
+  const std::vector<PlanNode>& nodes() const { return nodes_; }
+  // Direct predecessors of node i: its deps plus the previous node on its lane.
+  std::vector<int> predecessors(int i) const;
+  // Length (in nodes) of the longest dependent chain.
+  int critical_path_nodes() const;
+  // The longest chain by weight (weight[i]: node i's time), its total in *total;
+  // returns the node indices along it, first to last.
+  std::vector<int> critical_path(const std::vector<double>& weight, double* total) const;
+  // Issues every node on `be` in index order (a valid topological order):
+  // forks lane 1 from lane 0, waits across lanes only where a dependency
+  // crosses and is not already covered, joins lane 1 back, ends on lane 0.
+  void run(Backend& be) const;
+
+ private:
+  std::vector<PlanNode> nodes_;
+};
+
+}  // namespace mlp

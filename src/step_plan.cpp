@@ -1,0 +1,110 @@
+// StepPlan (see mlp/step_plan.h): bookkeeping and the two-lane issue loop.
+#include "mlp/step_plan.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "mlp/error.h"
+
+namespace mlp {
+
+int StepPlan::add(PlanNode node) {
+  const int index = static_cast<int>(nodes_.size());
+  if (node.lane < 0 || node.lane >= Backend::kLanes)
+    throw Error(ExitCode::kFailure,
+                fmt::format("step plan: node {} on lane {}", node.name, node.lane));
+  for (int d : node.deps)
+    if (d < 0 || d >= index)
+      throw Error(
+          ExitCode::kFailure,
+          fmt::format("step plan: node {} depends on node {}, not an earlier one", node.name, d));
+  nodes_.push_back(std::move(node));
+  return index;
+}
+
+std::vector<int> StepPlan::predecessors(int i) const {
+  std::vector<int> pred = nodes_[i].deps;
+  for (int j = i - 1; j >= 0; --j)
+    if (nodes_[j].lane == nodes_[i].lane) {
+      pred.push_back(j);
+      break;
+    }
+  std::sort(pred.begin(), pred.end());
+  pred.erase(std::unique(pred.begin(), pred.end()), pred.end());
+  return pred;
+}
+
+std::vector<int> StepPlan::critical_path(const std::vector<double>& weight, double* total) const {
+  const int n = static_cast<int>(nodes_.size());
+  if (static_cast<int>(weight.size()) != n)
+    throw Error(ExitCode::kFailure, "step plan: one weight per node needed");
+  std::vector<double> finish(n, 0.0);
+  std::vector<int> from(n, -1);
+  for (int i = 0; i < n; ++i) {  // index order is topological
+    double start = 0.0;
+    for (int p : predecessors(i))
+      if (from[i] < 0 || finish[p] > start) {
+        start = finish[p];
+        from[i] = p;
+      }
+    finish[i] = start + weight[i];
+  }
+  std::vector<int> path;
+  if (n == 0) {
+    if (total) *total = 0;
+    return path;
+  }
+  int last = static_cast<int>(std::max_element(finish.begin(), finish.end()) - finish.begin());
+  if (total) *total = finish[last];
+  for (int i = last; i >= 0; i = from[i]) path.push_back(i);
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+int StepPlan::critical_path_nodes() const {
+  double total = 0;
+  critical_path(std::vector<double>(nodes_.size(), 1.0), &total);
+  return static_cast<int>(total);
+}
+
+void StepPlan::run(Backend& be) const {
+  const int n = static_cast<int>(nodes_.size());
+  // Which nodes another lane waits for: only those get an event after them.
+  std::vector<char> signals(n, 0);
+  for (const PlanNode& node : nodes_)
+    for (int d : node.deps)
+      if (nodes_[d].lane != node.lane) signals[d] = 1;
+  std::vector<uint64_t> done(n, 0);
+  // covered[lane]: the highest node of the other lane this lane already waited for.
+  int covered[Backend::kLanes] = {-1, -1};
+  try {
+    be.select_lane(0);
+    const uint64_t fork = be.record_lane_event();
+    be.select_lane(1);
+    be.wait_lane_event(fork);
+    for (int i = 0; i < n; ++i) {
+      const PlanNode& node = nodes_[i];
+      be.select_lane(node.lane);
+      for (int d : node.deps)
+        if (nodes_[d].lane != node.lane && d > covered[node.lane]) {
+          be.wait_lane_event(done[d]);
+          covered[node.lane] = d;  // lane order: everything before d on its lane is done too
+        }
+      {
+        ScopedRange range(be, node.name.c_str());
+        node.run();
+      }
+      if (signals[i]) done[i] = be.record_lane_event();
+    }
+    be.select_lane(1);
+    const uint64_t join = be.record_lane_event();
+    be.select_lane(0);
+    be.wait_lane_event(join);
+  } catch (...) {
+    be.select_lane(0);
+    throw;
+  }
+}
+
+}  // namespace mlp
