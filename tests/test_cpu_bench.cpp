@@ -50,7 +50,9 @@ TEST(CpuBench, RunsAreResolvedWithTheBaseFirst) {
   const auto both = cpu_bench_runs(CpuOptions{2, CpuGemm::kDefault}, true, false);
   ASSERT_EQ(both.size(), onednn_compiled() ? 2u : 1u);
   EXPECT_EQ(both[0].gemm, resolve_cpu_gemm(CpuGemm::kDefault));
-  if (onednn_compiled()) EXPECT_EQ(both[1].gemm, CpuGemm::kOpenblas);
+  if (onednn_compiled()) {
+    EXPECT_EQ(both[1].gemm, CpuGemm::kOpenblas);
+  }
 
   const int cores = cpu::physical_cores();
   const auto sweep = cpu_bench_runs(CpuOptions{0, CpuGemm::kOpenblas}, false, true);

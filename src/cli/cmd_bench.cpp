@@ -159,7 +159,9 @@ int run_bench_command(BenchOptions& o) {
   } else {
     backends.push_back(make_backend(backend_options(flags)));
   }
-  const BackendOptions base = backend_options(flags);
+  DeviceFlags cpu_flags = flags;  // the CPU side of --device all|cpu|cuda
+  cpu_flags.device = "cpu";
+  const BackendOptions base = backend_options(cpu_flags);
   const std::vector<CpuOptions> cpu_runs = cpu_bench_runs(base.cpu, every_gemm, o.thread_sweep);
   if (backends.front()->kind() == BackendKind::kCpu) {  // one CPU backend per configuration
     backends.erase(backends.begin());
