@@ -3,10 +3,15 @@
 // in every transpose the step uses, and bit-for-bit the same result for 1, 2
 // and 3 pool threads (the pool splits c; no element's sum may depend on that).
 #include <gtest/gtest.h>
+#include <pthread.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu/cpu_ops.h"
@@ -111,6 +116,56 @@ TEST(CpuGemm, BackendNamesItsRoute) {
     EXPECT_NE(d.find(lib == CpuGemm::kOnednn ? "oneDNN" : "OpenBLAS sgemm"), std::string::npos)
         << d;
   }
+}
+
+// oneDNN 2.6's JIT sgemm kernels point rsp into a heap workspace (oneDNN issue
+// #4845, fixed in 3.x): a signal delivered to a thread inside one writes its
+// frame over the heap, and a later free aborts ("corrupted size vs. prev_size";
+// seen as a flaky Faults.SigintSaves... before the fix). cpu::gemm keeps signals
+// blocked on the calling thread while oneDNN runs. Here a second thread keeps
+// signalling the one running GEMMs; without the fix this aborted in 1 of 3 runs
+// of 1.5 s ("double free or corruption").
+std::atomic<int64_t> g_signals_seen{0};
+void count_signal(int) { g_signals_seen.fetch_add(1); }
+
+TEST(CpuGemm, SignalsDuringAGemmNeverCorruptTheHeap) {
+  struct sigaction sa {
+  }, old{};
+  sa.sa_handler = count_signal;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(0, sigaction(SIGUSR1, &sa, &old));
+  const pthread_t target = pthread_self();
+  std::atomic<bool> done{false};
+  std::thread pest([&] {
+    while (!done.load()) {
+      pthread_kill(target, SIGUSR1);
+      std::this_thread::yield();
+    }
+  });
+  // The shapes of a small training step (batch 10, 128 hidden), where it was seen.
+  const Case cases[] = {{false, false, 10, 128, 784},
+                        {true, false, 784, 128, 10},
+                        {false, true, 10, 784, 128},
+                        {false, false, 10, 10, 128}};
+  const auto a = random_floats(784 * 128, 1), b = random_floats(784 * 128, 2);
+  const std::vector<float> c0(784 * 128, 0.0f);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  int64_t gemms = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    for (const CpuGemm lib : routes())
+      for (const Case& c : cases) {
+        const std::vector<float> out = run_gemm(lib, 1, c, 1.0f, 0.0f, a, b, c0);
+        ASSERT_TRUE(std::isfinite(out[0]));
+        ++gemms;
+      }
+    std::vector<std::vector<char>> churn(64);  // malloc/free notice a corrupted heap
+    for (auto& v : churn) v.resize(4096 + static_cast<std::size_t>(gemms % 7) * 512);
+  }
+  done.store(true);
+  pest.join();
+  sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_GT(gemms, 10);
+  EXPECT_GT(g_signals_seen.load(), 0) << "the signals must reach the thread between GEMMs";
 }
 
 }  // namespace

@@ -78,8 +78,13 @@ struct BenchResult {
   double gflop_per_step = 0;
   double gflops = 0;       // achieved over the whole training loop
   double gemm_gflops = 0;  // inside the GEMMs alone
-  double peak_gflops = 0;  // 0: unknown
-  double loss = 0;         // mean training loss of the last repeat (sanity)
+  double forward_gemm_gflops = 0, backward_gemm_gflops = 0;  // each GEMM phase alone
+  double peak_gflops = 0;                                    // 0: unknown
+  // CPU rows: the pool's threads and the GEMM library ("onednn" | "openblas");
+  // 0 and "" elsewhere. Set by whoever made the backend (see cpu_bench_runs).
+  int threads = 0;
+  std::string cpu_gemm;
+  double loss = 0;  // mean training loss of the last repeat (sanity)
 };
 
 // Trains a fresh model (He init from cfg.seed) on `data` with `backend`:
@@ -87,6 +92,29 @@ struct BenchResult {
 // cfg.steps eagerly timed phase steps), interleaved so noise hits both.
 BenchResult run_bench(Backend& backend, const Dataset& data, const BenchConfig& cfg,
                       const PeakInfo& peak);
+
+// ---- CPU comparisons (src/bench/cpu_bench.cpp) ----------------------------------------
+
+// The CPU configurations one bench runs, resolved (threads > 0, gemm not
+// kDefault), `base` first: with every_gemm also base's threads on the other
+// GEMM library; with thread_sweep also 1..physical cores threads on each.
+std::vector<CpuOptions> cpu_bench_runs(const CpuOptions& base, bool every_gemm, bool thread_sweep);
+// A peak measured for `measured_threads`, restated for `threads` (FMA units are per core).
+PeakInfo scale_cpu_peak(const PeakInfo& p, int measured_threads, int threads);
+// Text for the tables: per CPU row the GEMM phases' GFLOP/s and share of the
+// peak, and the end-to-end share; "" when no row has a peak.
+std::string format_cpu_gemm_report(const std::vector<BenchResult>& rows);
+
+// The busy-neighbour figure: the same training loop at `base` threads and at
+// 1 thread, alternated cfg.repeats times, while a child process spins on one
+// core; ratio = median samples/s at base threads / at 1 thread (>= 0.9 wanted).
+struct NeighbourResult {
+  int threads = 0;  // base's
+  double samples_per_sec = 0, samples_per_sec_one_thread = 0;
+  double ratio = 0;
+};
+NeighbourResult run_neighbour_bench(const Dataset& data, const BenchConfig& cfg,
+                                    const CpuOptions& base);
 
 // 60000 random images (bytes 0..255) and labels 0..9 from `seed`: same shapes
 // as MNIST's training set, for machines without the data.

@@ -181,6 +181,10 @@ BenchResult run_bench(Backend& backend, const Dataset& data, const BenchConfig& 
   r.gflop_per_step = gemm_flops_per_step(cfg.sizes, cfg.batch).total() / 1e9;
   r.gflops = r.gflop_per_step * r.samples_per_sec / static_cast<double>(cfg.batch);
   r.gemm_gflops = r.gemm_ms > 0 ? r.gflop_per_step / (r.gemm_ms / 1e3) : 0;
+  const StepFlops flops = gemm_flops_per_step(cfg.sizes, cfg.batch);
+  const double fwd_ms = r.phase_ms[kPhaseForwardGemm], bwd_ms = r.phase_ms[kPhaseBackwardGemm];
+  r.forward_gemm_gflops = fwd_ms > 0 ? flops.forward / 1e9 / (fwd_ms / 1e3) : 0;
+  r.backward_gemm_gflops = bwd_ms > 0 ? flops.backward / 1e9 / (bwd_ms / 1e3) : 0;
   r.peak_gflops = peak.gflops;
   return r;
 }

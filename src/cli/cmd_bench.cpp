@@ -33,6 +33,8 @@ struct BenchOptions {
   std::string data_dir = "data/mnist";
   bool synthetic = false;
   bool sweep = false;
+  bool thread_sweep = false;  // CPU rows at 1..physical cores threads
+  bool neighbour = false;     // the busy-neighbour figure (run_neighbour_bench)
   bool no_graph = false;
   bool json = false;
   bool kernels = false;  // --kernels: the per-kernel table instead of the throughput rows
@@ -87,34 +89,53 @@ nlohmann::json to_json(const BenchResult& r, double speedup) {
                       {"peak_gflops", r.peak_gflops},
                       {"loss", r.loss}};
   j["peak_share"] = r.peak_gflops > 0 ? nlohmann::json(r.gflops / r.peak_gflops) : nullptr;
+  j["forward_gemm_gflops"] = r.forward_gemm_gflops;
+  j["backward_gemm_gflops"] = r.backward_gemm_gflops;
+  const auto share = [&](double gf) {
+    return r.peak_gflops > 0 ? nlohmann::json(gf / r.peak_gflops) : nlohmann::json(nullptr);
+  };
+  j["forward_gemm_peak_share"] = share(r.forward_gemm_gflops);
+  j["backward_gemm_peak_share"] = share(r.backward_gemm_gflops);
+  j["gemm_peak_share"] = share(r.gemm_gflops);
+  if (r.device == "cpu") {
+    j["threads"] = r.threads;
+    j["cpu_gemm"] = r.cpu_gemm;
+  }
   j["speedup_vs_cpu"] = speedup > 0 ? nlohmann::json(speedup) : nullptr;
   return j;
 }
 
+// The last column: "onednn 2t" for CPU rows (they differ by library and threads).
+std::string row_config(const BenchResult& r) {
+  return r.device == "cpu" && !r.cpu_gemm.empty() ? fmt::format("{} {}t", r.cpu_gemm, r.threads)
+                                                  : "";
+}
+
 void print_tables(const std::vector<BenchResult>& rows, const std::vector<double>& speedups) {
-  fmt::print("\n{:<6} {:>5} {:>11} {:>19} {:>8} {:>8} {:>8} {:>7} {:>8}\n", "device", "batch",
-             "samples/s", "(min..max)", "epoch s", "step ms", "GFLOP/s", "% peak", "vs cpu");
+  fmt::print("\n{:<6} {:>5} {:>11} {:>19} {:>8} {:>8} {:>8} {:>7} {:>8}  {}\n", "device", "batch",
+             "samples/s", "(min..max)", "epoch s", "step ms", "GFLOP/s", "% peak", "vs cpu",
+             "config");
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const BenchResult& r = rows[i];
-    fmt::print("{:<6} {:>5} {:>11.0f} {:>19} {:>8.2f} {:>8.3f} {:>8.1f} {:>7} {:>8}\n", r.device,
-               r.batch, r.samples_per_sec,
+    fmt::print("{:<6} {:>5} {:>11.0f} {:>19} {:>8.2f} {:>8.3f} {:>8.1f} {:>7} {:>8}  {}\n",
+               r.device, r.batch, r.samples_per_sec,
                fmt::format("({:.0f}..{:.0f})", r.samples_per_sec_min, r.samples_per_sec_max),
                r.epoch_seconds, r.step_ms, r.gflops,
                r.peak_gflops > 0 ? fmt::format("{:.1f}%", 100 * r.gflops / r.peak_gflops) : "-",
-               speedups[i] > 0 ? fmt::format("{:.2f}x", speedups[i]) : "-");
+               speedups[i] > 0 ? fmt::format("{:.2f}x", speedups[i]) : "-", row_config(r));
   }
   fmt::print("\nms per step, eager, every phase timed (sgemm: the GEMMs' share of the step)\n");
-  fmt::print("{:<6} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7} {:>10}\n", "device",
+  fmt::print("{:<6} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7} {:>10}  {}\n", "device",
              "batch", "copy", "fwd gemm", "fwd rest", "bwd gemm", "bwd rest", "update", "total",
-             "sgemm", "GEMM GF/s");
+             "sgemm", "GEMM GF/s", "config");
   for (const BenchResult& r : rows)
     fmt::print(
         "{:<6} {:>5} {:>7.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>7.3f} {:>8.3f} {:>6.1f}% "
-        "{:>10.1f}\n",
+        "{:>10.1f}  {}\n",
         r.device, r.batch, r.phase_ms[kPhaseCopy], r.phase_ms[kPhaseForwardGemm],
         r.phase_ms[kPhaseForwardOther], r.phase_ms[kPhaseBackwardGemm],
         r.phase_ms[kPhaseBackwardOther], r.phase_ms[kPhaseUpdate], r.phase_total_ms,
-        100 * r.gemm_share, r.gemm_gflops);
+        100 * r.gemm_share, r.gemm_gflops, row_config(r));
 }
 
 // --kernels: every node of the step timed alone (src/bench/kernel_timing.cpp).
@@ -170,15 +191,27 @@ int run_bench_command(BenchOptions& o) {
   // reason when it is not usable).
   std::vector<std::unique_ptr<Backend>> backends;
   nlohmann::json skipped = nlohmann::json::array();
+  DeviceFlags flags = o.device;  // --cpu-gemm all: the default first, see cpu_bench_runs
+  const bool every_gemm = flags.cpu_gemm == "all";
+  if (every_gemm) flags.cpu_gemm = cpu_gemm_name(CpuGemm::kDefault);
   if (o.device.device == "all") {
     std::string why;
-    DeviceFlags auto_flags = o.device;
+    DeviceFlags auto_flags = flags;
     auto_flags.device = "auto";
     BackendOptions bo = backend_options(auto_flags);
     backends = make_all_backends(bo, &why);
     if (!why.empty()) skipped.push_back({{"device", "cuda"}, {"reason", why}});
   } else {
-    backends.push_back(make_backend(backend_options(o.device)));
+    backends.push_back(make_backend(backend_options(flags)));
+  }
+  DeviceFlags cpu_flags = flags;  // the CPU side of --device all|cpu|cuda
+  cpu_flags.device = "cpu";
+  const BackendOptions base = backend_options(cpu_flags);
+  const std::vector<CpuOptions> cpu_runs = cpu_bench_runs(base.cpu, every_gemm, o.thread_sweep);
+  if (backends.front()->kind() == BackendKind::kCpu) {  // one CPU backend per configuration
+    backends.erase(backends.begin());
+    for (auto it = cpu_runs.rbegin(); it != cpu_runs.rend(); ++it)
+      backends.insert(backends.begin(), make_cpu_backend(*it));
   }
   std::map<std::string, PeakInfo> peaks;
   for (const auto& be : backends) {
@@ -227,6 +260,7 @@ int run_bench_command(BenchOptions& o) {
       c.warmup = o.cfg.warmup > 0 ? std::max<int64_t>(1, o.cfg.warmup * o.cfg.batch / b) : 0;
     }
     double cpu_sps = 0;
+    std::size_t cpu_row = 0;
     for (auto& be : backends) {
       const std::string dev = be->kind() == BackendKind::kCuda ? "cuda" : "cpu";
       if (!o.engine.cublas()) {  // --engine fused|all: the fused row (cli/bench_engines.h)
@@ -237,16 +271,39 @@ int run_bench_command(BenchOptions& o) {
       const int64_t ran = std::min(c.steps, std::max<int64_t>(1, data.set.count / b));
       fmt::print(stderr, "bench: {} batch {} ({} x {})...\n", dev, b, plural(ran, "step"),
                  c.repeats);
-      rows.push_back(run_bench(*be, data.set, c, peaks[dev]));
+      if (dev == "cpu") {
+        const CpuOptions& run = cpu_runs[cpu_row++];
+        rows.push_back(
+            run_bench(*be, data.set, c, scale_cpu_peak(peaks[dev], threads, run.threads)));
+        rows.back().threads = run.threads;
+        rows.back().cpu_gemm = cpu_gemm_name(run.gemm);
+        if (cpu_row == 1) cpu_sps = rows.back().samples_per_sec;  // the default configuration
+      } else {
+        rows.push_back(run_bench(*be, data.set, c, peaks[dev]));
+      }
       engine_rows.emplace_back("cublas", rows.back());
-      if (dev == "cpu") cpu_sps = rows.back().samples_per_sec;
       speedups.push_back(dev == "cuda" && cpu_sps > 0 ? rows.back().samples_per_sec / cpu_sps : 0);
     }
   }
 
+  NeighbourResult neighbour;
+  if (o.neighbour) {
+    BenchConfig c = o.cfg;
+    fmt::print(stderr, "bench: cpu beside a spinning process, {} threads vs 1...\n",
+               resolve_cpu_threads(base.cpu.threads));
+    neighbour = run_neighbour_bench(data.set, c, base.cpu);
+  }
+  const std::string neighbour_line =
+      o.neighbour ? fmt::format(
+                        "\nbusy neighbour (one spinning process): {} threads {:.0f} samples/s, "
+                        "1 thread {:.0f} samples/s: {:.2f}x\n",
+                        neighbour.threads, neighbour.samples_per_sec,
+                        neighbour.samples_per_sec_one_thread, neighbour.ratio)
+                  : "";
   if (!o.json) {
     if (!rows.empty()) print_tables(rows, speedups);
     if (!o.engine.cublas()) print_engine_table(engine_rows);
+    fmt::print("{}{}", format_cpu_gemm_report(rows), neighbour_line);
     return 0;
   }
   nlohmann::json j = {
@@ -260,6 +317,11 @@ int run_bench_command(BenchOptions& o) {
       {"skipped", skipped}};
   for (const auto& [dev, p] : peaks)
     j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};
+  if (o.neighbour)
+    j["neighbour"] = {{"threads", neighbour.threads},
+                      {"samples_per_sec", neighbour.samples_per_sec},
+                      {"samples_per_sec_one_thread", neighbour.samples_per_sec_one_thread},
+                      {"ratio", neighbour.ratio}};
   j["results"] = nlohmann::json::array();
   for (std::size_t i = 0; i < rows.size(); ++i)
     j["results"].push_back(to_json(rows[i], speedups[i]));
@@ -302,6 +364,12 @@ Command add_bench_command(CLI::App& root) {
                 "Measure batch sizes 100, 256, 512, 1024, 2048 and 4096 instead of "
                 "--batch-size, one row each, every row training about --steps x --batch-size "
                 "samples (fewer steps for larger batches): where throughput levels off");
+  app->add_flag("--thread-sweep", o->thread_sweep,
+                "CPU: one row per thread count 1..physical cores (with --cpu-gemm all: per "
+                "library too)");
+  app->add_flag("--neighbour", o->neighbour,
+                "CPU: also train beside a spinning process, --threads vs 1 thread, and report "
+                "the ratio");
   app->add_flag("--no-graph", o->no_graph, "CUDA: launch each step eagerly, no CUDA Graph");
   app->add_flag("--kernels", o->kernels,
                 "Instead of the throughput rows: every kernel of the step timed alone (the "

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "cpu/cpu_ops.h"
 #include "mlp/error.h"
@@ -21,6 +22,9 @@
 #ifdef MLP_WITH_ONEDNN
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+
+#include <csignal>
 #endif
 
 namespace mlp {
@@ -71,6 +75,29 @@ void hold_onednn_to_this_thread() {
 }
 #endif
 
+#ifdef MLP_WITH_ONEDNN
+// oneDNN 2.6's JIT sgemm kernels point rsp into a heap workspace while they run
+// (oneDNN issue #4845, fixed in 3.x): a signal handled on that thread then
+// writes its frame over the heap, and a later free() aborts. So no signal is
+// handled on a thread inside oneDNN: the pool's workers block every signal for
+// good (thread_pool.cpp), and the calling thread blocks them for one gemm();
+// one pending is delivered when it returns. Two syscalls per GEMM, ~1 us.
+class SignalsBlocked {
+ public:
+  SignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old_);
+  }
+  ~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  SignalsBlocked(const SignalsBlocked&) = delete;
+  SignalsBlocked& operator=(const SignalsBlocked&) = delete;
+
+ private:
+  sigset_t old_;
+};
+#endif
+
 // One sgemm on a block of c: rows [r0, r1) and columns [c0, c1) of the result.
 void gemm_block(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
                 int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
@@ -114,6 +141,10 @@ std::string onednn_version() {
 void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,
           float beta, Mat c) {
   lib = resolve_cpu_gemm(lib);
+#ifdef MLP_WITH_ONEDNN
+  std::optional<SignalsBlocked> no_signals;
+  if (lib == CpuGemm::kOnednn) no_signals.emplace();
+#endif
   // c: (m, n) = op(a): (m, k) * op(b): (k, n). Split the larger of m and n into
   // blocks, each a full-depth sgemm on its own part of c (no reduction). The
   // blocks depend on the shape alone, never on the pool size: both libraries

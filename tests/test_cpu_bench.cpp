@@ -1,0 +1,105 @@
+// The CPU parts of the bench: the per-phase GEMM rates are the phase FLOPs
+// over the phase times, which configurations --cpu-gemm all / --thread-sweep
+// run, the peak restated per thread count, and `bench --json` with
+// --cpu-gemm all, --thread-sweep and --neighbour end to end (keys and rows,
+// never speed).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "cpu/cpu_topology.h"
+#include "mlp/bench.h"
+#include "testing.h"
+
+namespace mlp {
+namespace {
+
+using testing::CommandResult;
+
+CommandResult cli(std::vector<std::string> args) {
+  args.insert(args.begin(), MLP_CLI_PATH);
+  return testing::run_command(args);
+}
+
+TEST(CpuBench, PhaseGemmRatesAreThePhaseFlopsOverThePhaseTimes) {
+  const Dataset data = synthetic_dataset(3, 600, 28, 28);
+  BenchConfig cfg;
+  cfg.sizes = {784, 32, 16, 10};
+  cfg.batch = 50;
+  cfg.steps = 4;
+  cfg.warmup = 1;
+  cfg.repeats = 1;
+  auto cpu = make_cpu_backend({1});
+  const BenchResult r = run_bench(*cpu, data, cfg, PeakInfo{100.0, 0.0, "test"});
+  const StepFlops f = gemm_flops_per_step(cfg.sizes, cfg.batch);
+  ASSERT_TRUE(r.phase_ms[kPhaseForwardGemm] > 0 && r.phase_ms[kPhaseBackwardGemm] > 0);
+  EXPECT_TRUE(testing::near(r.forward_gemm_gflops,
+                            f.forward / 1e9 / (r.phase_ms[kPhaseForwardGemm] / 1e3), 0, 1e-9));
+  EXPECT_TRUE(testing::near(r.backward_gemm_gflops,
+                            f.backward / 1e9 / (r.phase_ms[kPhaseBackwardGemm] / 1e3), 0, 1e-9));
+}
+
+TEST(CpuBench, RunsAreResolvedWithTheBaseFirst) {
+  const auto one = cpu_bench_runs(CpuOptions{3, CpuGemm::kOpenblas}, false, false);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].threads, 3);
+  EXPECT_EQ(one[0].gemm, CpuGemm::kOpenblas);
+
+  const auto both = cpu_bench_runs(CpuOptions{2, CpuGemm::kDefault}, true, false);
+  ASSERT_EQ(both.size(), onednn_compiled() ? 2u : 1u);
+  EXPECT_EQ(both[0].gemm, resolve_cpu_gemm(CpuGemm::kDefault));
+  if (onednn_compiled()) {
+    EXPECT_EQ(both[1].gemm, CpuGemm::kOpenblas);
+  }
+
+  const int cores = cpu::physical_cores();
+  const auto sweep = cpu_bench_runs(CpuOptions{0, CpuGemm::kOpenblas}, false, true);
+  ASSERT_EQ(static_cast<int>(sweep.size()), cores);
+  EXPECT_EQ(sweep[0].threads, cores);
+  std::set<int> counts;
+  for (const CpuOptions& o : sweep) counts.insert(o.threads);
+  EXPECT_EQ(static_cast<int>(counts.size()), cores);
+  EXPECT_EQ(*counts.begin(), 1);
+}
+
+TEST(CpuBench, PeakIsRestatedPerThread) {
+  const PeakInfo p{400.0, 0.0, "measured"};
+  EXPECT_EQ(scale_cpu_peak(p, 2, 1).gflops, 200.0);
+  EXPECT_EQ(scale_cpu_peak(p, 2, 2).gflops, 400.0);
+  EXPECT_EQ(scale_cpu_peak(p, 2, 2).source, "measured");
+}
+
+TEST(CpuBench, JsonShowsEveryLibraryThreadCountAndTheNeighbour) {
+  const CommandResult r = cli({"bench", "--device", "cpu", "--synthetic", "--steps", "2",
+                               "--warmup", "1", "--repeats", "1", "--hidden", "64,32", "--cpu-gemm",
+                               "all", "--thread-sweep", "--neighbour", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  const int cores = cpu::physical_cores();
+  const std::size_t libs = onednn_compiled() ? 2 : 1;
+  ASSERT_EQ(j.at("results").size(), libs * static_cast<std::size_t>(cores)) << j.dump(2);
+  std::set<std::pair<std::string, int>> seen;
+  for (const auto& row : j.at("results")) {
+    seen.insert({row.at("cpu_gemm").get<std::string>(), row.at("threads").get<int>()});
+    for (const char* k : {"forward_gemm_gflops", "backward_gemm_gflops", "forward_gemm_peak_share",
+                          "backward_gemm_peak_share", "gemm_peak_share", "peak_share"})
+      EXPECT_TRUE(row.contains(k)) << "missing " << k;
+    EXPECT_TRUE(row.at("forward_gemm_gflops").get<double>() > 0);
+  }
+  EXPECT_EQ(seen.size(), j.at("results").size()) << "each configuration once";
+  EXPECT_EQ(j["results"][0].at("cpu_gemm"), cpu_gemm_name(CpuGemm::kDefault));
+  const auto& n = j.at("neighbour");
+  EXPECT_EQ(n.at("threads").get<int>(), cores);
+  const double ratio = n.at("ratio").get<double>();
+  EXPECT_TRUE(std::isfinite(ratio) && ratio > 0) << n.dump();
+}
+
+TEST(CpuBench, UnknownGemmIsAUsageError) {
+  EXPECT_EQ(cli({"bench", "--cpu-gemm", "blis"}).exit_code, 2);
+  EXPECT_EQ(cli({"train", "--cpu-gemm", "all"}).exit_code, 2);  // bench only
+}
+
+}  // namespace
+}  // namespace mlp
