@@ -29,4 +29,16 @@ void write_png_gray(const std::string& path, const GrayImage& img) {
     throw Error(ExitCode::kFailure, fmt::format("{}: cannot write PNG: {}", path, image.message));
 }
 
+void write_png_gray16(const std::string& path, int64_t width, int64_t height,
+                      const std::vector<uint16_t>& pixels) {
+  png_image image;
+  std::memset(&image, 0, sizeof(image));
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(width);
+  image.height = static_cast<png_uint_32>(height);
+  image.format = PNG_FORMAT_LINEAR_Y;  // 16-bit samples, written as given
+  if (!png_image_write_to_file(&image, path.c_str(), 0, pixels.data(), 0, nullptr))
+    throw Error(ExitCode::kFailure, fmt::format("{}: cannot write PNG: {}", path, image.message));
+}
+
 }  // namespace mlp::testing

@@ -12,5 +12,8 @@ namespace mlp::testing {
 
 std::vector<uint8_t> encode_pgm(const GrayImage& img);  // P5, maxval 255
 void write_png_gray(const std::string& path, const GrayImage& img);
+// 16-bit grayscale PNG holding `pixels` (row-major) as stored samples.
+void write_png_gray16(const std::string& path, int64_t width, int64_t height,
+                      const std::vector<uint16_t>& pixels);
 
 }  // namespace mlp::testing

@@ -9,9 +9,16 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "mlp/error.h"
 #include "mlp/trainer.h"
 
 namespace mlp::cli {
+
+// A --log-json write failed (disk full): train saves its checkpoint before exiting.
+class LogWriteError : public Error {
+ public:
+  using Error::Error;
+};
 
 class Reporter final : public TrainListener {
  public:
