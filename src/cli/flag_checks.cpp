@@ -87,9 +87,9 @@ int64_t max_hidden_layers() { return static_cast<int64_t>(kCheckpointMaxLayers) 
 const CLI::Validator kHiddenList(
     [](std::string& s) -> std::string {
       const std::vector<std::string> parts = split(s);
-      const std::string form = fmt::format(
-          "comma-separated layer sizes in 1..65536, 1 to {} of them, e.g. 500,500,500",
-          max_hidden_layers());
+      const std::string form =
+          fmt::format("comma-separated layer sizes in 1..65536, 1 to {} of them, e.g. 500,500,500",
+                      max_hidden_layers());
       if (static_cast<int64_t>(parts.size()) > max_hidden_layers())
         return fmt::format("{} hidden layers is more than a checkpoint can hold; give {}",
                            parts.size(), form);
@@ -117,9 +117,10 @@ const CLI::Validator kIndexList(
       for (const std::string& p : split(s)) {
         uint64_t v = 0;
         if (!parse_u64(p, v) || v > (uint64_t{1} << 40))
-          return fmt::format("'{}' is not an image index in '{}' (give I or I,J,... with "
-                             "0-based whole numbers)",
-                             p, s);
+          return fmt::format(
+              "'{}' is not an image index in '{}' (give I or I,J,... with "
+              "0-based whole numbers)",
+              p, s);
       }
       return {};
     },

@@ -21,8 +21,7 @@ uint64_t training_host_bytes(const std::vector<int64_t>& sizes, int64_t batch, B
   const double floats_host_copies = 4 * params;  // initial params + snapshot (params, m, v)
   const double serialized = 12 * params;         // checkpoint bytes while saving
   double bytes = 4 * floats_host_copies + serialized;
-  if (kind == BackendKind::kCpu)
-    bytes += 4 * (4 * params + 2 * static_cast<double>(batch) * units);
+  if (kind == BackendKind::kCpu) bytes += 4 * (4 * params + 2 * static_cast<double>(batch) * units);
   return bytes >= 1.8e19 ? UINT64_MAX : static_cast<uint64_t>(bytes);
 }
 
