@@ -52,35 +52,6 @@ std::vector<uint8_t> read_plain(const std::string& path) {
   return read_file_bytes(path, std::size_t{1} << 40, ExitCode::kData, "IDX file");
 }
 
-// Decompresses a gzip file. The output is bounded so a gzip bomb is refused
-// instead of exhausting memory: MNIST's largest file is 47 MB.
-std::vector<uint8_t> read_gzip(const std::string& path) {
-  constexpr std::size_t kMaxDecompressed = std::size_t{1} << 30;
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw data_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-  std::vector<uint8_t> out;
-  std::vector<uint8_t> chunk(1 << 20);
-  for (;;) {
-    const int n = gzread(f, chunk.data(), static_cast<unsigned>(chunk.size()));
-    if (n < 0) {
-      int err = 0;
-      std::string msg = gzerror(f, &err);
-      gzclose(f);
-      throw data_error(fmt::format("{}: corrupt gzip data ({})", path, msg));
-    }
-    if (n == 0) break;
-    out.insert(out.end(), chunk.begin(), chunk.begin() + n);
-    if (out.size() > kMaxDecompressed) {
-      gzclose(f);
-      throw data_error(fmt::format("{}: decompresses to more than 1 GiB; not an MNIST file", path));
-    }
-  }
-  // gzread returns 0 both at the end and on a truncated stream; gzclose tells them apart.
-  if (gzclose(f) != Z_OK)
-    throw data_error(fmt::format("{}: truncated or corrupt gzip stream", path));
-  return out;
-}
-
 uint32_t be32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
@@ -99,6 +70,53 @@ uint64_t idx_promised_bytes(const std::vector<uint8_t>& head) {
     elements *= d;
   }
   return header + elements * static_cast<uint64_t>(type_size(head[2]));
+}
+
+// Decompresses a gzip file. The output is bounded so a gzip bomb is refused
+// instead of exhausting memory: MNIST's largest file is 47 MB.
+std::vector<uint8_t> read_gzip(const std::string& path) {
+  constexpr std::size_t kMaxDecompressed = std::size_t{1} << 30;
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) throw data_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+  std::vector<uint8_t> out;
+  std::vector<uint8_t> chunk(1 << 20);
+  uint64_t promised = 0;
+  for (;;) {
+    const int n = gzread(f, chunk.data(), static_cast<unsigned>(chunk.size()));
+    if (n < 0) {
+      int err = 0;
+      std::string msg = gzerror(f, &err);
+      gzclose(f);
+      throw data_error(fmt::format("{}: corrupt gzip data ({})", path, msg));
+    }
+    if (n == 0) break;
+    out.insert(out.end(), chunk.begin(), chunk.begin() + n);
+    // Once the header is in, it bounds the output: a header promising more than
+    // the limit is refused at once, and the vector never grows past the promise.
+    if (promised == 0 && (promised = idx_promised_bytes(out)) != 0) {
+      if (promised > kMaxDecompressed) {
+        gzclose(f);
+        throw data_error(
+            fmt::format("{}: the IDX header promises {} bytes, more than 1 GiB; not an MNIST file",
+                        path, promised));
+      }
+      out.reserve(static_cast<std::size_t>(promised) + chunk.size());
+    }
+    if (promised != 0 && out.size() > promised) {
+      gzclose(f);
+      throw data_error(fmt::format(
+          "{}: decompresses to more than the {} bytes its IDX header promises (trailing bytes)",
+          path, promised));
+    }
+    if (out.size() > kMaxDecompressed) {
+      gzclose(f);
+      throw data_error(fmt::format("{}: decompresses to more than 1 GiB; not an MNIST file", path));
+    }
+  }
+  // gzread returns 0 both at the end and on a truncated stream; gzclose tells them apart.
+  if (gzclose(f) != Z_OK)
+    throw data_error(fmt::format("{}: truncated or corrupt gzip stream", path));
+  return out;
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint_testing.h"
+#include "cli/divergence.h"
 #include "image_writers.h"
 #include "mlp/image_io.h"
 
@@ -427,7 +428,9 @@ TEST(Robust, JsonOutputToAFullDeviceIsAnError) {
             "--json"},
            {cli(), "predict", "--model", model_path(), "--device", "cpu", "--json",
             t.file("a.png")},
-           {cli(), "eval", "--model", model_path(), "--data", data_dir(), "--device", "cpu"}}) {
+           {cli(), "eval", "--model", model_path(), "--data", data_dir(), "--device", "cpu"},
+           {cli(), "bench", "--device", "cpu", "--json", "--batch-size", "10", "--hidden", "16",
+            "--steps", "2", "--warmup", "0", "--repeats", "1", "--threads", "1"}}) {
     const auto r = run_with_stdout(argv, full);
     EXPECT_NE(r.exit_code, 0) << argv[1] << "\n" << r.err;
     EXPECT_TRUE(has(r.err, "standard output")) << r.err;
@@ -515,6 +518,37 @@ TEST(Robust, ADivergingLossStopsTheRunAndKeepsTheLastGoodCheckpoint) {
   EXPECT_EQ(r.exit_code, 7) << describe(r);
   EXPECT_TRUE(has(r.err, "diverged")) << r.err;
   EXPECT_EQ(read_bytes(ck), good) << "the diverged state is not saved";
+}
+
+// The growth rule, which a short CLI run cannot reach reliably: a loss 1000x
+// the lowest so far stops the run even while it is far below the bound.
+TEST(Robust, DivergenceGuardStopsOnGrowthAndOnTheBound) {
+  cli::DivergenceGuard g;
+  EpochStats s;
+  s.epoch = 1;
+  s.loss = 2815;  // the tutorial's N(0,1) init starts here: no alarm
+  EXPECT_TRUE(g.on_epoch_end(s));
+  s.epoch = 2;
+  s.loss = 0.5;
+  EXPECT_TRUE(g.on_epoch_end(s));
+  s.epoch = 3;
+  s.loss = 400;  // 800x the lowest: still allowed
+  EXPECT_TRUE(g.on_epoch_end(s));
+  s.epoch = 4;
+  s.loss = 501;  // > 1000x
+  try {
+    g.on_epoch_end(s);
+    ADD_FAILURE() << "no divergence reported";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kDiverged);
+    EXPECT_TRUE(has(e.what(), "epoch 4")) << e.what();
+  }
+  cli::DivergenceGuard fresh;
+  s.loss = 2e9;
+  EXPECT_THROW(fresh.on_epoch_end(s), Error);
+  cli::DivergenceGuard nan_guard;
+  s.loss = std::nan("");
+  EXPECT_THROW(nan_guard.on_epoch_end(s), Error);
 }
 
 // ---- issue 12: 16-bit PNGs keep their values ----------------------------------------------

@@ -118,8 +118,9 @@ int run_predict(PredictOptions& o) {
   const auto finish = [&] {
     if (errors.empty()) return 0;
     std::fflush(stdout);
-    fmt::print(stderr, "mnist-mlp: {} of {} images could not be read; the others were classified\n",
-               errors.size(), errors.size() + inputs.size());
+    fmt::print(stderr, "mnist-mlp: {} of {} images could not be read; {}\n", errors.size(),
+               errors.size() + inputs.size(),
+               inputs.empty() ? "nothing was classified" : "the others were classified");
     return bad_exit;
   };
   if (inputs.empty()) {

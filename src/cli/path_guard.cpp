@@ -31,9 +31,8 @@ bool allowed_pair(const std::vector<std::pair<std::string, std::string>>& allowe
 
 void refuse_same(const NamedPath& out, const NamedPath& other) {
   throw usage_error(fmt::format(
-      "{} {} is the same file as {} {}; writing it would destroy the {}: give another path",
-      out.flag, out.path, other.flag, other.path,
-      other.flag == out.flag ? "other output" : other.flag + " file"));
+      "{} {} is the same file as {} {}; writing it would destroy that file: give another path",
+      out.flag, out.path, other.flag, other.path));
 }
 
 // The first bytes of an existing regular file, or nothing.

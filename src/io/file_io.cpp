@@ -81,8 +81,7 @@ std::string open_failure(const std::string& path, int err) {
 }
 
 std::string kind_message(const std::string& path, unsigned mode, const std::string& what) {
-  return fmt::format("{}: is {}, not a regular file (a {} must be one)", path, file_kind(mode),
-                     what);
+  return fmt::format("{}: is {}, not a regular file ({} expected)", path, file_kind(mode), what);
 }
 
 // Opens a regular file for reading. O_NONBLOCK: opening a FIFO would otherwise
@@ -146,8 +145,8 @@ std::vector<uint8_t> read_file_bytes(const std::string& path, std::size_t max_by
   Closer closer{fd};
   const auto size = static_cast<uint64_t>(st.st_size);
   if (size > max_bytes)
-    throw Error(code, fmt::format("{}: {} bytes is more than a {} can be ({} bytes at most)", path,
-                                  size, what, max_bytes));
+    throw Error(code, fmt::format("{}: {} bytes is more than the {} limit of {} bytes", path, size,
+                                  what, max_bytes));
   std::vector<uint8_t> bytes(static_cast<std::size_t>(size));
   read_exactly(fd, bytes.data(), bytes.size(), path, code);
   return bytes;
