@@ -18,9 +18,10 @@ uint64_t training_host_bytes(const std::vector<int64_t>& sizes, int64_t batch, B
   for (std::size_t l = 0; l + 1 < sizes.size(); ++l)
     params += static_cast<double>(sizes[l] + 1) * static_cast<double>(sizes[l + 1]);
   for (int64_t s : sizes) units += static_cast<double>(s);
-  const double floats_host_copies = 4 * params;  // initial params + snapshot (params, m, v)
-  const double serialized = 12 * params;         // checkpoint bytes while saving
-  double bytes = 4 * floats_host_copies + serialized;
+  // What training cannot start without: the initial parameters built on the host, and on
+  // the CPU the model itself. Checkpoint copies come later and are not counted, so the
+  // figure is a true lower bound.
+  double bytes = 4 * params;
   if (kind == BackendKind::kCpu) bytes += 4 * (4 * params + 2 * static_cast<double>(batch) * units);
   return bytes >= 1.8e19 ? UINT64_MAX : static_cast<uint64_t>(bytes);
 }
@@ -42,7 +43,7 @@ void check_training_memory(const std::vector<int64_t>& sizes, int64_t batch, Bac
   if (have == 0 || need <= have) return;
   throw usage_error(fmt::format(
       "--hidden {} with --batch-size {} needs at least {:.1f} GB of host memory ({} bytes: "
-      "parameters, gradients, Adam moments, activations, checkpoint copies); {:.1f} GB ({} bytes) "
+      "parameters, gradients, Adam moments, activations); {:.1f} GB ({} bytes) "
       "are available: use smaller layers or batches",
       [&] {
         std::string h;

@@ -10,10 +10,10 @@
 
 namespace mlp::cli {
 
-// Host bytes a training run of `sizes` with `batch` needs at least: on the
-// CPU the model itself (parameters, gradients, two Adam moments, activations
-// and their gradients for a batch) plus, on any backend, the host copies
-// (initial parameters, the checkpoint snapshot and its serialized bytes).
+// Host bytes a training run of `sizes` with `batch` needs at least: the
+// initial parameters built on the host and, on the CPU, the model itself
+// (parameters, gradients, two Adam moments, activations and their gradients
+// for a batch). Checkpoint copies are not counted: a lower bound.
 uint64_t training_host_bytes(const std::vector<int64_t>& sizes, int64_t batch, BackendKind kind);
 // MemAvailable from /proc/meminfo in bytes, 0 when unknown.
 uint64_t available_host_bytes();
