@@ -9,10 +9,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 
 #include "mlp/error.h"
+#include "mlp/file_io.h"
 
 namespace mlp {
 namespace {
@@ -23,6 +23,12 @@ constexpr const char* kHowToGetData =
 bool file_exists(const std::string& p) {
   struct stat st {};
   return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Something is at the path (a directory, FIFO, device, dangling or looping link).
+bool something_at(const std::string& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
 }
 
 int type_size(uint8_t type) {
@@ -43,16 +49,27 @@ int type_size(uint8_t type) {
 }
 
 std::vector<uint8_t> read_plain(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw data_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-  in.seekg(0, std::ios::end);
-  const auto size = static_cast<std::size_t>(in.tellg());
-  in.seekg(0);
-  std::vector<uint8_t> bytes(size);
-  if (size > 0 &&
-      !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
-    throw data_error(fmt::format("{}: read failed", path));
-  return bytes;
+  return read_file_bytes(path, std::size_t{1} << 40, ExitCode::kData, "IDX file");
+}
+
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+// The file size an IDX header promises, or 0 when `head` holds no complete
+// well-formed header (parse_idx then says what is wrong).
+uint64_t idx_promised_bytes(const std::vector<uint8_t>& head) {
+  if (head.size() < 4 || head[0] != 0 || head[1] != 0 || type_size(head[2]) == 0 || head[3] == 0)
+    return 0;
+  const std::size_t header = 4 + 4 * static_cast<std::size_t>(head[3]);
+  if (head.size() < header) return 0;
+  uint64_t elements = 1;
+  for (int i = 0; i < head[3]; ++i) {
+    const uint32_t d = be32(head.data() + 4 + 4 * i);
+    if (d == 0 || elements > (uint64_t{1} << 58) / d) return 0;
+    elements *= d;
+  }
+  return header + elements * static_cast<uint64_t>(type_size(head[2]));
 }
 
 // Decompresses a gzip file. The output is bounded so a gzip bomb is refused
@@ -63,6 +80,7 @@ std::vector<uint8_t> read_gzip(const std::string& path) {
   if (!f) throw data_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
   std::vector<uint8_t> out;
   std::vector<uint8_t> chunk(1 << 20);
+  uint64_t promised = 0;
   for (;;) {
     const int n = gzread(f, chunk.data(), static_cast<unsigned>(chunk.size()));
     if (n < 0) {
@@ -73,6 +91,23 @@ std::vector<uint8_t> read_gzip(const std::string& path) {
     }
     if (n == 0) break;
     out.insert(out.end(), chunk.begin(), chunk.begin() + n);
+    // Once the header is in, it bounds the output: a header promising more than
+    // the limit is refused at once, and the vector never grows past the promise.
+    if (promised == 0 && (promised = idx_promised_bytes(out)) != 0) {
+      if (promised > kMaxDecompressed) {
+        gzclose(f);
+        throw data_error(
+            fmt::format("{}: the IDX header promises {} bytes, more than 1 GiB; not an MNIST file",
+                        path, promised));
+      }
+      out.reserve(static_cast<std::size_t>(promised) + chunk.size());
+    }
+    if (promised != 0 && out.size() > promised) {
+      gzclose(f);
+      throw data_error(fmt::format(
+          "{}: decompresses to more than the {} bytes its IDX header promises (trailing bytes)",
+          path, promised));
+    }
     if (out.size() > kMaxDecompressed) {
       gzclose(f);
       throw data_error(fmt::format("{}: decompresses to more than 1 GiB; not an MNIST file", path));
@@ -82,10 +117,6 @@ std::vector<uint8_t> read_gzip(const std::string& path) {
   if (gzclose(f) != Z_OK)
     throw data_error(fmt::format("{}: truncated or corrupt gzip stream", path));
   return out;
-}
-
-uint32_t be32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
 }  // namespace
@@ -138,16 +169,24 @@ IdxArray parse_idx(const std::vector<uint8_t>& bytes, const std::string& name) {
 }
 
 IdxArray read_idx(const std::string& path) {
-  if (!file_exists(path))
+  if (!something_at(path))
     throw data_error(fmt::format("{}: no such file; {}", path, kHowToGetData));
-  std::vector<uint8_t> bytes = read_plain(path);
-  const bool gz = bytes.size() >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B;
-  if (gz) {
-    bytes.clear();
-    bytes.shrink_to_fit();
-    bytes = read_gzip(path);
-  }
-  return parse_idx(bytes, path);
+  check_regular_file(path, ExitCode::kData, "IDX file");
+  // The header is checked against the file size before the whole file is read:
+  // a valid header on a huge (or sparse) file must not cost its size in memory.
+  uint64_t file_size = 0;
+  const std::vector<uint8_t> head =
+      read_file_head(path, 4 + 4 * 255, file_size, ExitCode::kData, "IDX file");
+  const bool gz = head.size() >= 2 && head[0] == 0x1F && head[1] == 0x8B;
+  if (gz) return parse_idx(read_gzip(path), path);
+  const uint64_t promised = idx_promised_bytes(head);
+  if (promised != 0 && file_size < promised)
+    throw data_error(fmt::format("{}: truncated: header promises {} bytes, file has {}", path,
+                                 promised, file_size));
+  if (promised != 0 && file_size > promised)
+    throw data_error(fmt::format("{}: {} trailing bytes after the {} the header describes", path,
+                                 file_size - promised, promised));
+  return parse_idx(read_plain(path), path);
 }
 
 namespace {
@@ -156,6 +195,9 @@ std::string find_file(const std::string& dir, const std::string& base) {
   const std::string raw = dir + "/" + base;
   if (file_exists(raw)) return raw;
   if (file_exists(raw + ".gz")) return raw + ".gz";
+  // A directory, FIFO or looping link under the expected name: say what it is.
+  if (something_at(raw)) check_regular_file(raw, ExitCode::kData, "MNIST IDX file");
+  if (something_at(raw + ".gz")) check_regular_file(raw + ".gz", ExitCode::kData, "MNIST IDX file");
   throw data_error(fmt::format("{}: no such file (nor {}.gz); {}", raw, raw, kHowToGetData));
 }
 

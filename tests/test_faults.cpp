@@ -160,7 +160,9 @@ TEST(Faults, ResumeRefusesWhatDoesNotFit) {
   auto r = run_command(train_args({"--epochs", "1", "--save", ck}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
-  r = run_command(train_args({"--epochs", "2", "--resume", ck, "--hidden", "32"}));
+  std::vector<std::string> other_shape = train_args({"--epochs", "2", "--resume", ck});
+  other_shape[9] = "32";  // --hidden 128 -> 32 (a repeated --hidden is refused)
+  r = run_command(other_shape);
   EXPECT_EQ(r.exit_code, 4) << r.err;
   EXPECT_NE(r.err.find("shape mismatch"), std::string::npos) << r.err;
   r = run_command(train_args({"--epochs", "2", "--resume", ck, "--lr", "0.01"}));

@@ -17,7 +17,9 @@ enum class ExitCode : int {
   kCheckpoint = 4,    // checkpoint missing, corrupt or incompatible; failed save
   kNonFinite = 5,     // loss became NaN/Inf; training stopped
   kDevice = 6,        // CUDA requested but unavailable, or a CUDA/cuBLAS error
-  kInterrupted = 130  // SIGINT (128 + 2), after saving when saving is configured
+  kDiverged = 7,      // the loss exploded (finite but far too large); training stopped
+  kInterrupted = 130  // SIGINT (128 + 2), after saving when saving is configured;
+                      // SIGTERM exits 143 and SIGHUP 129 (128 + signal) the same way
 };
 
 class Error : public std::runtime_error {

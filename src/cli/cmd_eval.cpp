@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/device_flags.h"
 #include "cli/engine_flag.h"
+#include "cli/flag_checks.h"
 #include "fused/fused_evaluate.h"
 #include "mlp/backend.h"
 #include "mlp/checkpoint.h"
@@ -114,9 +115,11 @@ Command add_eval_command(CLI::App& root) {
       "eval", "Loss, accuracy, per-class accuracy and confusion matrix of a checkpoint");
   app->add_option("--model", o->model, "Checkpoint written by train --save")
       ->required()
-      ->type_name("FILE");
+      ->type_name("FILE")
+      ->check(kNonEmpty);
   app->add_option("--data", o->data_dir, "Directory with the MNIST IDX files (raw or .gz)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kNonEmpty);
   app->add_option("--split", o->split, "Which split to evaluate: test or train")
       ->capture_default_str()
       ->check(CLI::IsMember({"test", "train"}));

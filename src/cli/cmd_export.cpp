@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/flag_checks.h"
+#include "cli/path_guard.h"
 #include "mlp/checkpoint.h"
 #include "mlp/file_io.h"
 #include "mlp/safetensors.h"
@@ -19,11 +21,18 @@ Command add_export_command(CLI::App& root) {
       "export", "Write a checkpoint's weights as safetensors for PyTorch (layers.0.weight, ...)");
   app->add_option("--model", o->model, "Checkpoint written by train --save")
       ->required()
-      ->type_name("FILE");
-  app->add_option("--out", o->out, "Output file, e.g. model.safetensors")
+      ->type_name("FILE")
+      ->check(kNonEmpty);
+  app->add_option("--out", o->out,
+                  "Output file, e.g. model.safetensors (replaces only a safetensors file)")
       ->required()
-      ->type_name("FILE");
+      ->type_name("FILE")
+      ->check(kNonEmpty);
   return {app, [o] {
+            // Before anything is read or written: --out must not be --model (that would
+            // destroy the checkpoint) nor replace a file that is not a safetensors export.
+            check_distinct({{"--out", o->out}}, {{"--model", o->model}});
+            check_replaceable({"--out", o->out}, OutputKind::kSafetensors);
             const Checkpoint c = load_checkpoint(o->model);
             check_writable_path(o->out, ExitCode::kCheckpoint, "--out");
             export_safetensors(c, o->out);

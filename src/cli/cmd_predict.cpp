@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_flags.h"
+#include "cli/flag_checks.h"
 #include "mlp/backend.h"
 #include "mlp/checkpoint.h"
 #include "mlp/dataset.h"
@@ -24,7 +25,8 @@ struct PredictOptions {
   std::string model;
   std::vector<std::string> files;
   std::string idx;
-  std::vector<int64_t> index;
+  std::string index_text;      // --index as given; kIndexList checked it
+  std::vector<int64_t> index;  // parsed from index_text
   bool invert = false;
   bool json = false;
   DeviceFlags device;
@@ -36,12 +38,8 @@ struct Input {
 };
 
 Input image_input(const std::string& path, const Checkpoint& c, bool invert) {
-  GrayImage img = read_image(path);
-  if (img.width != c.image_cols || img.height != c.image_rows)
-    throw data_error(fmt::format(
-        "{}: image is {}x{}; the model expects {}x{} grayscale (resize "
-        "it, e.g. convert IN -resize {}x{}! OUT.png)",
-        path, img.width, img.height, c.image_cols, c.image_rows, c.image_cols, c.image_rows));
+  // The size is checked from the header, before a 16384x16384 image is decoded.
+  GrayImage img = read_image(path, ImageSize{c.image_cols, c.image_rows});
   if (invert)
     for (uint8_t& p : img.pixels) p = static_cast<uint8_t>(255 - p);
   if (!img.conversion.empty()) fmt::print(stderr, "note: {}: {}\n", path, img.conversion);
@@ -94,15 +92,45 @@ std::vector<double> softmax(const float* logits, int64_t n) {
   return p;
 }
 
-int run_predict(const PredictOptions& o) {
+int run_predict(PredictOptions& o) {
   if (o.files.empty() && o.idx.empty())
     throw usage_error("predict: give image FILEs, or --idx FILE --index I");
+  if (!o.index_text.empty()) o.index = parse_int_list(o.index_text);
   if (!o.idx.empty() && o.index.empty()) throw usage_error("--idx needs --index I (or I,J,...)");
+  if (o.idx.empty() && !o.index.empty()) throw usage_error("--index needs --idx FILE");
   const Checkpoint c = load_checkpoint(o.model);
   std::vector<Input> inputs;
-  for (const std::string& f : o.files) inputs.push_back(image_input(f, c, o.invert));
+  // One unreadable image does not discard the others: each bad one is reported
+  // here, the readable ones are classified, and the exit code is 3 at the end.
+  nlohmann::json errors = nlohmann::json::array();
+  for (const std::string& f : o.files) {
+    try {
+      inputs.push_back(image_input(f, c, o.invert));
+    } catch (const Error& e) {
+      if (e.code() != ExitCode::kData) throw;
+      fmt::print(stderr, "mnist-mlp: error: {}\n", e.what());
+      errors.push_back({{"input", f}, {"error", e.what()}});
+    }
+  }
   if (!o.idx.empty())
     for (Input& x : idx_inputs(o, c)) inputs.push_back(std::move(x));
+  const int bad_exit = static_cast<int>(ExitCode::kData);
+  const auto finish = [&] {
+    if (errors.empty()) return 0;
+    std::fflush(stdout);
+    fmt::print(stderr, "mnist-mlp: {} of {} images could not be read; {}\n", errors.size(),
+               errors.size() + inputs.size(),
+               inputs.empty() ? "nothing was classified" : "the others were classified");
+    return bad_exit;
+  };
+  if (inputs.empty()) {
+    if (o.json)
+      fmt::print("{}\n", nlohmann::json{{"model", o.model},
+                                        {"predictions", nlohmann::json::array()},
+                                        {"errors", errors}}
+                             .dump());
+    return finish();
+  }
 
   const BackendOptions bo = backend_options(o.device);
   std::unique_ptr<Backend> be = make_backend(bo);
@@ -139,8 +167,12 @@ int run_predict(const PredictOptions& o) {
                  probs);
     }
   }
-  if (o.json) fmt::print("{}\n", nlohmann::json{{"model", o.model}, {"predictions", out}}.dump());
-  return 0;
+  if (o.json) {
+    nlohmann::json doc{{"model", o.model}, {"predictions", out}};
+    if (!errors.empty()) doc["errors"] = errors;
+    fmt::print("{}\n", doc.dump());
+  }
+  return finish();
 }
 
 }  // namespace
@@ -151,13 +183,17 @@ Command add_predict_command(CLI::App& root) {
       "predict", "Classify 28x28 grayscale images (PGM, PNG) or IDX entries with a checkpoint");
   app->add_option("--model", o->model, "Checkpoint written by train --save")
       ->required()
-      ->type_name("FILE");
+      ->type_name("FILE")
+      ->check(kNonEmpty);
   app->add_option("files", o->files,
-                  "Images: PGM (P5/P2) or PNG, 28x28, light digit on a dark background");
+                  "Images: PGM (P5/P2) or PNG, 28x28, light digit on a dark background "
+                  "(unreadable ones are reported, the others still classified; exit 3)");
   app->add_option("--idx", o->idx, "An IDX images file (raw or .gz) to take images from")
-      ->type_name("FILE");
-  app->add_option("--index", o->index, "Which images of --idx, 0-based (I or I,J,...)")
-      ->delimiter(',');
+      ->type_name("FILE")
+      ->check(kNonEmpty);
+  app->add_option("--index", o->index_text, "Which images of --idx, 0-based (I or I,J,...)")
+      ->type_name("I[,J...]")
+      ->check(kIndexList);
   app->add_flag("--invert", o->invert,
                 "Invert pixels first (for a dark digit on a light background)");
   app->add_flag("--json", o->json, "Print one JSON object instead of lines");

@@ -1,12 +1,17 @@
 // mnist-mlp train: flags -> RunConfig -> backend, data, model -> Trainer, with
 // the reporter and the checkpoint saver listening.
 #include <fmt/format.h>
+#include <signal.h>
 
 #include <optional>
 
 #include "cli/commands.h"
 #include "cli/device_flags.h"
+#include "cli/divergence.h"
 #include "cli/engine_flag.h"
+#include "cli/flag_checks.h"
+#include "cli/memory_check.h"
+#include "cli/path_guard.h"
 #include "cli/reporter.h"
 #include "cli/run_config.h"
 #include "cli/signals.h"
@@ -15,6 +20,7 @@
 #include "mlp/backend.h"
 #include "mlp/dataset.h"
 #include "mlp/error.h"
+#include "mlp/file_io.h"
 #include "mlp/model.h"
 #include "mlp/trainer.h"
 
@@ -29,33 +35,40 @@ struct TrainOptions {
   bool no_graph = false;
   bool quiet = false;
   std::string log_json;
+  std::string hidden = "500,500,500";  // --hidden as given; kHiddenList checked it
   CheckpointOptions ckpt;
   ScheduleFlags lr;
 };
 
-// After the first Ctrl-C: save where training stopped (when --save is given),
-// say where, and return 130.
+// After the first Ctrl-C, SIGTERM or SIGHUP: save where training stopped (when
+// --save is given), say where, and return 128 + the signal.
 int finish_interrupted(Reporter& report, CheckpointSaver& saver, const Trainer& trainer,
-                       const CheckpointOptions& ckpt) {
+                       const CheckpointOptions& ckpt, int sig) {
   const TrainPosition& p = trainer.position();
   const std::string where = p.step == 0 ? fmt::format("after epoch {}", p.epoch)
                                         : fmt::format("in epoch {} at step {} of {}", p.epoch + 1,
                                                       p.step, trainer.steps_per_epoch());
   saver.save(p);
-  report.event({{"event", "interrupted"}, {"epochs_done", p.epoch}, {"step_in_epoch", p.step}});
+  const std::string how = sig == SIGINT
+                              ? std::string("interrupted")
+                              : fmt::format("stopped by {}", InterruptGuard::signal_name(sig));
+  report.event({{"event", "interrupted"},
+                {"signal", InterruptGuard::signal_name(sig)},
+                {"epochs_done", p.epoch},
+                {"step_in_epoch", p.step}});
   std::fflush(stdout);
   report.clear_line();
   if (saver.enabled())
     fmt::print(stderr,
-               "mnist-mlp: interrupted {}; checkpoint saved to {}; continue with "
+               "mnist-mlp: {} {}; checkpoint saved to {}; continue with "
                "--resume {}\n",
-               where, ckpt.save, ckpt.save);
+               how, where, ckpt.save, ckpt.save);
   else
     fmt::print(stderr,
-               "mnist-mlp: interrupted {}; nothing saved (pass --save FILE to keep "
+               "mnist-mlp: {} {}; nothing saved (pass --save FILE to keep "
                "progress)\n",
-               where);
-  return static_cast<int>(ExitCode::kInterrupted);
+               how, where);
+  return 128 + sig;
 }
 
 void print_header(Reporter& report, const RunConfig& cfg, const Backend& backend,
@@ -115,12 +128,32 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   check_engine_flags(o.engine, o.device, o.no_graph);
   BackendOptions bo = backend_options(o.device);
   bo.quiet = o.quiet;
+  cfg.hidden = parse_int_list(o.hidden);
+
+  // Before --log-json is opened (truncated): no output may be an input or another output,
+  // and none may replace a file of another kind.
+  std::vector<NamedPath> inputs = mnist_inputs(cfg.data_dir);
+  inputs.push_back({"--resume", o.ckpt.resume});
+  check_distinct({{"--save", o.ckpt.save}, {"--log-json", o.log_json}}, inputs,
+                 {{"--save", "--resume"}});
+  check_replaceable({"--save", o.ckpt.save}, OutputKind::kCheckpoint);
+  check_replaceable({"--log-json", o.log_json}, OutputKind::kJsonLines);
+  check_checkpoint_options(o.ckpt, cfg);
+  // One writer per checkpoint: a second run saving to the same path is refused now.
+  std::optional<PathLock> save_lock;
+  if (!o.ckpt.save.empty()) save_lock.emplace(o.ckpt.save, ExitCode::kUsage, "--save");
 
   Reporter report(o.quiet, o.log_json);  // opens --log-json first: fail before any work
-  check_checkpoint_options(o.ckpt, cfg);
   std::optional<Checkpoint> resumed;
   if (!o.ckpt.resume.empty()) resumed = apply_resume(o.ckpt, app, cfg);
+  if (resumed && o.ckpt.save.empty())
+    report.warn(fmt::format(
+        "--resume {} without --save: the training continued here is not saved anywhere (add "
+        "--save {} to continue the checkpoint in place)",
+        o.ckpt.resume, o.ckpt.resume));
   std::unique_ptr<Backend> backend = make_backend(bo);
+  check_training_memory(layer_sizes(cfg, resumed ? resumed->sizes.front() : 784), cfg.batch_size,
+                        backend->kind());
   const Dataset train = load_split(cfg.data_dir, Split::kTrain);
   const Dataset test = load_split(cfg.data_dir, Split::kTest);
   if (resumed) {
@@ -156,11 +189,29 @@ int run_train(TrainOptions& o, const CLI::App& app) {
   // A profile run is bracketed by cudaProfilerStart/Stop (nsys/ncu capture ranges).
   if (cfg.profile_steps > 0) backend->profiler_start();
   std::vector<EpochStats> epochs;
+  DivergenceGuard divergence;  // before the saver: a diverged epoch is never saved
   try {
-    epochs =
-        trainer.run({&report, &saver}, resumed ? checkpoint_position(*resumed) : TrainPosition{});
+    epochs = trainer.run({&report, &divergence, &saver},
+                         resumed ? checkpoint_position(*resumed) : TrainPosition{});
+  } catch (const LogWriteError& e) {
+    // The log failed (disk full?) at an epoch end: keep the epochs trained so far first;
+    // the checkpoint's directory may still have space.
+    if (!saver.enabled()) throw;
+    std::string saved;
+    try {
+      saver.save(trainer.position());
+      saved = fmt::format("the checkpoint was saved to {} first (continue with --resume {})",
+                          o.ckpt.save, o.ckpt.save);
+    } catch (const LogWriteError&) {  // the file was written; only its log line failed
+      saved = fmt::format("the checkpoint was saved to {} first (continue with --resume {})",
+                          o.ckpt.save, o.ckpt.save);
+    } catch (const Error& s) {
+      saved = fmt::format("saving the checkpoint failed too: {}", s.what());
+    }
+    throw Error(e.code(), fmt::format("{}; {}", e.what(), saved));
   } catch (const Error& e) {
-    if (e.code() != ExitCode::kNonFinite || !saver.enabled()) throw;
+    if ((e.code() != ExitCode::kNonFinite && e.code() != ExitCode::kDiverged) || !saver.enabled())
+      throw;
     throw Error(e.code(), fmt::format("{}; nothing was saved after the divergence, so {} keeps "
                                       "its last good checkpoint (if any)",
                                       e.what(), o.ckpt.save));
@@ -169,7 +220,8 @@ int run_train(TrainOptions& o, const CLI::App& app) {
     backend->synchronize();
     backend->profiler_stop();
   }
-  if (interrupt.interrupted()) return finish_interrupted(report, saver, trainer, o.ckpt);
+  if (interrupt.interrupted())
+    return finish_interrupted(report, saver, trainer, o.ckpt, interrupt.signal_number());
   double seconds = 0;
   for (const auto& e : epochs) seconds += e.seconds;
   if (cfg.profile_steps > 0) {
@@ -186,49 +238,45 @@ int run_train(TrainOptions& o, const CLI::App& app) {
 
 }  // namespace
 
-// CLI::PositiveNumber's message prints DBL_MAX in full; this one says what is wanted.
-// NaN fails the comparison and is refused too.
-const CLI::Validator kPositive(
-    [](std::string& s) -> std::string {
-      try {
-        std::size_t used = 0;
-        if (std::stod(s, &used) > 0 && used == s.size()) return {};
-      } catch (const std::exception&) {
-      }
-      return "must be a number > 0, got '" + s + "'";
-    },
-    "> 0");
-
 Command add_train_command(CLI::App& root) {
   auto o = std::make_shared<TrainOptions>();
   RunConfig& c = o->cfg;
   CLI::App* app = root.add_subcommand("train", "Train the MLP on MNIST-format data");
   app->add_option("--data", c.data_dir, "Directory with the four MNIST IDX files (raw or .gz)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kNonEmpty);
   app->add_option("--epochs", c.epochs, "Passes over the training set")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));
   app->add_option("--batch-size", c.batch_size, "Samples per optimizer step")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
-  app->add_option("--lr", c.adam.lr, "Adam learning rate")->capture_default_str()->check(kPositive);
+  // Checked as the float32 the optimizer uses: 1e39 would be inf, 1e-46 zero.
+  app->add_option("--lr", c.adam.lr, "Adam learning rate")
+      ->capture_default_str()
+      ->check(kPositiveF32);
   app->add_option("--beta1", c.adam.beta1, "Adam first-moment decay")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 0.999999f));
+      ->check(kUnitIntervalF32);
   app->add_option("--beta2", c.adam.beta2, "Adam second-moment decay")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 0.999999f));
-  app->add_option("--eps", c.adam.eps, "Adam epsilon")->capture_default_str()->check(kPositive);
-  app->add_option("--hidden", c.hidden, "Hidden layer sizes, comma-separated")
-      ->delimiter(',')
+      ->check(kUnitIntervalF32);
+  app->add_option("--eps", c.adam.eps, "Adam epsilon")->capture_default_str()->check(kPositiveF32);
+  // One string, split here: a repeated --hidden is refused like any repeated flag, and
+  // "500,,500" is malformed instead of a shorter list.
+  app->add_option("--hidden", o->hidden,
+                  fmt::format("Hidden layer sizes, comma-separated (1 to {} layers of 1..65536)",
+                              max_hidden_layers()))
       ->default_str("500,500,500")
-      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+      ->check(kHiddenList);
   app->add_option("--init", o->init,
                   "Weight init: he (N(0, 2/fan_in), zero bias) or normal "
                   "(N(0,1) weights and biases, the tutorial's)")
       ->capture_default_str()
       ->check(CLI::IsMember({"he", "normal"}));
-  app->add_option("--seed", c.seed, "Seed for init and shuffling")->capture_default_str();
+  app->add_option("--seed", c.seed, "Seed for init and shuffling (0 .. 2^64-1)")
+      ->capture_default_str()
+      ->check(kUnsigned64);
   add_device_flags(app, o->device);
   add_engine_flag(app, o->engine);
   app->add_flag("--binarize", c.binarize,
@@ -264,7 +312,8 @@ Command add_train_command(CLI::App& root) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app->add_option("--log-json", o->log_json,
-                  "Write JSON lines (start, interval, epoch, summary) to FILE (default: none)");
+                  "Write JSON lines (start, interval, epoch, summary) to FILE (default: none)")
+      ->check(kNonEmpty);
   app->add_flag("-q,--quiet", o->quiet, "Print only the final result line and errors");
   add_checkpoint_options(app, o->ckpt);
   return {app, [o, app] { return run_train(*o, *app); }};

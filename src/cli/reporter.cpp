@@ -138,8 +138,8 @@ void Reporter::event(nlohmann::json j) {
   if (!json_) return;
   const std::string line = j.dump() + "\n";
   if (std::fputs(line.c_str(), json_) < 0 || std::fflush(json_) != 0)
-    throw Error(ExitCode::kFailure,
-                fmt::format("--log-json {}: write failed: {}", json_path_, std::strerror(errno)));
+    throw LogWriteError(ExitCode::kFailure, fmt::format("--log-json {}: write failed: {}",
+                                                        json_path_, std::strerror(errno)));
 }
 
 void Reporter::say(const std::string& line) {

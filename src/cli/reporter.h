@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "mlp/error.h"
 #include "mlp/trainer.h"
 
 namespace mlp::cli {
@@ -38,6 +39,12 @@ std::string format_duration(double seconds);
 // Each line of `text` broken at spaces into lines of at most width - 1
 // columns, continuations indented by 7 (the header's value column).
 std::string wrap_header(const std::string& text, int width);
+
+// A --log-json write failed (disk full): train saves its checkpoint before exiting.
+class LogWriteError : public Error {
+ public:
+  using Error::Error;
+};
 
 class Reporter final : public TrainListener {
  public:

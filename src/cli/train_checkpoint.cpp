@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <zlib.h>
 
+#include "cli/flag_checks.h"
 #include "mlp/error.h"
 #include "mlp/file_io.h"
 
@@ -17,7 +18,8 @@ void add_checkpoint_options(CLI::App* app, CheckpointOptions& o) {
              "Write a checkpoint to FILE at the end, every --checkpoint-every epochs, and on "
              "Ctrl-C "
              "(atomically replaced; a failed or diverged run never clobbers the last good one)")
-          ->type_name("FILE");
+          ->type_name("FILE")
+          ->check(kNonEmpty);
   app->add_option("--checkpoint-every", o.every,
                   "Also save to --save every N epochs (0: only at the end)")
       ->capture_default_str()
@@ -27,7 +29,8 @@ void add_checkpoint_options(CLI::App* app, CheckpointOptions& o) {
   app->add_option("--resume", o.resume,
                   "Continue from a checkpoint: same network, data order and optimizer state, "
                   "bit-exact on the CPU; options not given are taken from it")
-      ->type_name("FILE");
+      ->type_name("FILE")
+      ->check(kNonEmpty);
 }
 
 void check_checkpoint_options(const CheckpointOptions& o, const RunConfig& cfg) {

@@ -378,6 +378,29 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
+  // The header's payload size is checked against the file size before the
+  // whole file is read: a valid header on a huge or sparse file costs nothing.
+  uint64_t file_size = 0;
+  const std::vector<uint8_t> head =
+      read_file_head(path, kCheckpointHeaderBytes, file_size, ExitCode::kCheckpoint, "checkpoint");
+  if (head.size() == kCheckpointHeaderBytes &&
+      std::memcmp(head.data(), kCheckpointMagic, sizeof(kCheckpointMagic)) == 0) {
+    uint64_t payload = 0;
+    uint32_t header_crc = 0;
+    for (int i = 0; i < 8; ++i) payload |= uint64_t{head[16 + i]} << (8 * i);
+    for (int i = 0; i < 4; ++i) header_crc |= uint32_t{head[28 + i]} << (8 * i);
+    // An untrustworthy header (bad CRC, other version): check_header names the problem.
+    if (crc32_of(head.data(), kCheckpointHeaderBytes - 4) != header_crc)
+      check_header(head.data(), head.size(), path);
+    const uint64_t present = file_size - kCheckpointHeaderBytes;
+    if (present < payload)
+      throw checkpoint_error(fmt::format(
+          "{}: checkpoint truncated: the header promises {} payload bytes, only {} follow", path,
+          payload, present));
+    if (present > payload)
+      throw checkpoint_error(fmt::format(
+          "{}: checkpoint corrupt: {} trailing bytes after the payload", path, present - payload));
+  }
   const std::vector<uint8_t> bytes =
       read_file_bytes(path, kCheckpointMaxBytes, ExitCode::kCheckpoint, "checkpoint");
   return parse_checkpoint(bytes.data(), bytes.size(), path);

@@ -57,13 +57,78 @@ uint8_t scale_to_u8(int64_t v, int64_t maxval) {
   return static_cast<uint8_t>((v * 255 + maxval / 2) / maxval);
 }
 
+void check_expected(const std::string& name, int64_t width, int64_t height,
+                    const ImageSize& expect) {
+  if (expect.width == 0 || (width == expect.width && height == expect.height)) return;
+  throw data_error(fmt::format(
+      "{}: image is {}x{}; the model expects {}x{} grayscale (resize it, e.g. convert IN "
+      "-resize {}x{}! OUT.png)",
+      name, width, height, expect.width, expect.height, expect.width, expect.height));
+}
+
+// Reads from memory for libpng's low-level API.
+struct PngSource {
+  const uint8_t* data;
+  std::size_t size;
+  std::size_t pos;
+};
+
+void png_read_memory(png_structp png, png_bytep out, png_size_t n) {
+  auto* src = static_cast<PngSource*>(png_get_io_ptr(png));
+  if (src->size - src->pos < n) png_error(png, "truncated");
+  std::memcpy(out, src->data + src->pos, n);
+  src->pos += n;
+}
+
+// 16-bit grayscale through the low-level API: the simplified API would treat
+// the samples as linear light and gamma-encode them to 8 bits (76 -> 147);
+// here they are taken as stored, like a PGM's, and rounded to 8 bits.
+// Everything libpng's longjmp can skip is set up before setjmp.
+bool read_gray16(const uint8_t* data, std::size_t size, std::vector<uint8_t>& pixels,
+                 png_uint_32 width, png_uint_32 height, std::string& error) {
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  if (!png) {
+    error = "out of memory";
+    return false;
+  }
+  png_infop info = png_create_info_struct(png);
+  std::vector<uint8_t> raw(static_cast<std::size_t>(width) * height * 2);
+  std::vector<png_bytep> rows(height);
+  for (png_uint_32 y = 0; y < height; ++y)
+    rows[y] = raw.data() + static_cast<std::size_t>(y) * width * 2;
+  PngSource src{data, size, 0};
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
+    error = "corrupt 16-bit data";
+    return false;
+  }
+  png_set_read_fn(png, &src, png_read_memory);
+  png_read_info(png, info);
+  if (png_get_image_width(png, info) != width || png_get_image_height(png, info) != height ||
+      png_get_bit_depth(png, info) != 16 || png_get_color_type(png, info) != PNG_COLOR_TYPE_GRAY ||
+      png_get_valid(png, info, PNG_INFO_tRNS)) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return false;  // not plain 16-bit gray: the caller uses the simplified API
+  }
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  png_read_image(png, rows.data());
+  png_read_end(png, nullptr);
+  png_destroy_read_struct(&png, &info, nullptr);
+  pixels.resize(static_cast<std::size_t>(width) * height);
+  for (std::size_t i = 0; i < pixels.size(); ++i)
+    pixels[i] = scale_to_u8((int64_t{raw[2 * i]} << 8) | raw[2 * i + 1], 65535);  // big-endian
+  return true;
+}
+
 bool starts_with(const uint8_t* p, std::size_t n, const char* sig, std::size_t k) {
   return n >= k && std::memcmp(p, sig, k) == 0;
 }
 
 }  // namespace
 
-GrayImage decode_pgm(const uint8_t* data, std::size_t size, const std::string& name) {
+GrayImage decode_pgm(const uint8_t* data, std::size_t size, const std::string& name,
+                     const ImageSize& expect) {
   if (size < 2 || data[0] != 'P')
     throw data_error(fmt::format("{}: not a PGM image (no 'P5'/'P2' magic)", name));
   const char kind = static_cast<char>(data[1]);
@@ -82,6 +147,7 @@ GrayImage decode_pgm(const uint8_t* data, std::size_t size, const std::string& n
   GrayImage img;
   img.width = r.number("width", kMaxImageSide);
   img.height = r.number("height", kMaxImageSide);
+  check_expected(name, img.width, img.height, expect);
   const int64_t maxval = r.number("maxval", 65535);
   if (img.width == 0 || img.height == 0 || maxval == 0)
     throw data_error(fmt::format("{}: PGM header has width {}, height {}, maxval {}: none may be 0",
@@ -130,7 +196,8 @@ GrayImage decode_pgm(const uint8_t* data, std::size_t size, const std::string& n
   return img;
 }
 
-GrayImage decode_png(const uint8_t* data, std::size_t size, const std::string& name) {
+GrayImage decode_png(const uint8_t* data, std::size_t size, const std::string& name,
+                     const ImageSize& expect) {
   png_image image;
   std::memset(&image, 0, sizeof(image));
   image.version = PNG_IMAGE_VERSION;
@@ -142,13 +209,31 @@ GrayImage decode_png(const uint8_t* data, std::size_t size, const std::string& n
     throw data_error(fmt::format("{}: PNG is {}x{}; at most {}x{} is accepted", name, image.width,
                                  image.height, kMaxImageSide, kMaxImageSide));
   }
+  try {
+    check_expected(name, image.width, image.height, expect);  // from the header, before decoding
+  } catch (...) {
+    png_image_free(&image);
+    throw;
+  }
+  GrayImage img;
+  img.width = image.width;
+  img.height = image.height;
+  if (image.format == PNG_FORMAT_LINEAR_Y) {  // 16-bit gray, no alpha
+    std::string error;
+    if (read_gray16(data, size, img.pixels, image.width, image.height, error)) {
+      png_image_free(&image);
+      img.conversion = "16-bit scaled to 8-bit";
+      return img;
+    }
+    if (!error.empty()) {
+      png_image_free(&image);
+      throw data_error(fmt::format("{}: corrupt PNG: {}", name, error));
+    }
+  }
   std::vector<std::string> notes;
   if (image.format & PNG_FORMAT_FLAG_COLOR) notes.push_back("color converted to gray");
   if (image.format & PNG_FORMAT_FLAG_ALPHA) notes.push_back("transparency composited onto black");
   if (image.format & PNG_FORMAT_FLAG_LINEAR) notes.push_back("16-bit converted to 8-bit");
-  GrayImage img;
-  img.width = image.width;
-  img.height = image.height;
   image.format = PNG_FORMAT_GRAY;
   // Zero-filled: with no background given, libpng composites alpha onto the
   // buffer's contents, i.e. onto black, the MNIST background.
@@ -159,11 +244,12 @@ GrayImage decode_png(const uint8_t* data, std::size_t size, const std::string& n
   return img;
 }
 
-GrayImage decode_image(const uint8_t* data, std::size_t size, const std::string& name) {
+GrayImage decode_image(const uint8_t* data, std::size_t size, const std::string& name,
+                       const ImageSize& expect) {
   if (size == 0) throw data_error(fmt::format("{}: file is empty", name));
-  if (starts_with(data, size, "\x89PNG\r\n\x1a\n", 8)) return decode_png(data, size, name);
+  if (starts_with(data, size, "\x89PNG\r\n\x1a\n", 8)) return decode_png(data, size, name, expect);
   if (data[0] == 'P' && size >= 2 && data[1] >= '1' && data[1] <= '7')
-    return decode_pgm(data, size, name);
+    return decode_pgm(data, size, name, expect);
   std::string what = "not a PNG or PGM image";
   if (starts_with(data, size, "\xff\xd8\xff", 3)) what = "JPEG images are not supported";
   if (starts_with(data, size, "GIF8", 4)) what = "GIF images are not supported";
@@ -174,10 +260,10 @@ GrayImage decode_image(const uint8_t* data, std::size_t size, const std::string&
                   name, what));
 }
 
-GrayImage read_image(const std::string& path) {
+GrayImage read_image(const std::string& path, const ImageSize& expect) {
   const std::vector<uint8_t> bytes =
       read_file_bytes(path, kMaxImageFileBytes, ExitCode::kData, "image");
-  return decode_image(bytes.data(), bytes.size(), path);
+  return decode_image(bytes.data(), bytes.size(), path, expect);
 }
 
 }  // namespace mlp
