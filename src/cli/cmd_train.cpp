@@ -295,7 +295,7 @@ Command add_train_command(CLI::App& root) {
       ->check(CLI::IsMember({"constant", "step", "cosine"}));
   app->add_option("--lr-gamma", o->lr.gamma, "step: the factor applied every --lr-step epochs")
       ->capture_default_str()
-      ->check(kPositive);
+      ->check(kPositiveF32);
   app->add_option("--lr-step", o->lr.step_epochs, "step: epochs between two decays")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{100000}));

@@ -188,11 +188,12 @@ void Reporter::clear_progress() {
   }
 }
 
-void Reporter::clear_line_async_signal_safe() {
-  if (!g_bar_drawn.exchange(false)) return;
+bool Reporter::clear_line_async_signal_safe() {
+  if (!g_bar_drawn.exchange(false)) return false;
   static const char kClear[] = "\r\033[K";
   const ssize_t n = ::write(STDERR_FILENO, kClear, sizeof(kClear) - 1);
   (void)n;  // nothing useful can be done if stderr is gone
+  return true;
 }
 
 int Reporter::terminal_width() const {

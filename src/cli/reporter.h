@@ -71,7 +71,7 @@ class Reporter final : public TrainListener {
   // stderr next starts on a clean line (the stop path calls it before its message).
   void clear_line() { clear_progress(); }
   // The same from a signal handler: only write(2) and a lock-free atomic.
-  static void clear_line_async_signal_safe();
+  static bool clear_line_async_signal_safe();  // true: a bar was erased
 
  private:
   void clear_progress();

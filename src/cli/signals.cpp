@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "cli/reporter.h"
 #include "mlp/error.h"
 
 namespace mlp {
@@ -30,7 +31,10 @@ static_assert(std::atomic<Trainer*>::is_always_lock_free, "handler needs lock-fr
 static_assert(std::atomic<int>::is_always_lock_free, "handler needs lock-free atomics");
 static_assert(std::atomic<bool>::is_always_lock_free, "Trainer::request_stop needs it");
 
+// msg starts with a newline, which ends a progress bar's line; where the bar
+// could be erased instead, the message takes its place.
 void say(const char* msg) {
+  if (cli::Reporter::clear_line_async_signal_safe() && msg[0] == '\n') ++msg;
   // Best effort: nothing useful can be done if stderr is gone.
   const ssize_t n = ::write(STDERR_FILENO, msg, std::strlen(msg));
   (void)n;
