@@ -185,12 +185,24 @@ EpochStats Trainer::train_epoch(int64_t epoch, const TrainPosition& from, int64_
   int64_t done = first;
   for (; done < last && !stop_requested_.load(); ++done) {
     issue_step(stream, done - first);
-    if (every > 0 && (done + 1) % every == 0) {
-      poll_intervals(epoch, kIntervalSlots - 1, listeners);  // a free slot for this one
-      queue_interval(done + 1);
+    try {
+      if (every > 0 && (done + 1) % every == 0) {
+        poll_intervals(epoch, kIntervalSlots - 1, listeners);  // a free slot for this one
+        queue_interval(done + 1);
+      }
+      if (every > 0) poll_intervals(epoch, kIntervalSlots, listeners);
+      for (TrainListener* l : listeners) l->on_step(done + 1, steps);
+    } catch (...) {
+      // A listener threw mid-epoch (a --log-json write failed, say) after step done + 1
+      // was issued: record where training stands, so the caller can still save a
+      // checkpoint that resumes to the same bits.
+      double m[kMetricCount];
+      be_.download(m, metrics_.data(), sizeof(m));  // waits for the issued steps
+      position_ = done + 1 == steps
+                      ? TrainPosition{epoch + 1, 0, 0.0, 0.0}
+                      : TrainPosition{epoch, done + 1, m[kMetricLossSum], m[kMetricCorrect]};
+      throw;
     }
-    if (every > 0) poll_intervals(epoch, kIntervalSlots, listeners);
-    for (TrainListener* l : listeners) l->on_step(done + 1, steps);
   }
   double m[kMetricCount];
   be_.download(m, metrics_.data(), sizeof(m));  // the epoch's only blocking host sync

@@ -452,14 +452,17 @@ TEST(Robust, JsonOutputToAFullDeviceIsAnError) {
 
 // --log-json into a FIFO whose reader goes away after the first epoch: the
 // log write fails mid-run, and the epochs trained so far are saved first.
-TEST(Robust, LogWriteFailureSavesTheCheckpointBeforeExiting) {
+// Trains until its first epoch line has been read from a FIFO log, then closes the
+// reader so the next JSON line cannot be written; returns the saved checkpoint.
+Checkpoint train_until_the_log_fails(const std::string& log_interval) {
   TempDir t;
   const std::string fifo = t.file("log.fifo"), ck = t.file("k.ckpt");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   const int rd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // not inherited
-  ASSERT_GE(rd, 0);
-  Child child(train_args({"--epochs", "100000", "--save", ck, "--log-json", fifo}));
-  ASSERT_TRUE(child.started());
+  EXPECT_GE(rd, 0);
+  Child child(train_args(
+      {"--epochs", "100000", "--save", ck, "--log-json", fifo, "--log-interval", log_interval}));
+  EXPECT_TRUE(child.started());
   std::string seen;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!has(seen, "\"event\":\"epoch\"") && std::chrono::steady_clock::now() < end) {
@@ -473,13 +476,25 @@ TEST(Robust, LogWriteFailureSavesTheCheckpointBeforeExiting) {
     }
   }
   ::close(rd);  // the log's reader is gone: the next JSON line cannot be written
-  ASSERT_TRUE(has(seen, "\"event\":\"epoch\"")) << child.err();
+  EXPECT_TRUE(has(seen, "\"event\":\"epoch\"")) << child.err();
   const int code = child.wait(120);
   EXPECT_EQ(code, 1) << child.err();
   EXPECT_TRUE(has(child.err(), "--log-json")) << child.err();
   EXPECT_TRUE(has(child.err(), "checkpoint was saved to " + ck)) << child.err();
-  ASSERT_TRUE(std::filesystem::exists(ck)) << child.err();
-  EXPECT_GE(load_checkpoint(ck).epochs_done, 2) << "the epoch whose log line failed is kept";
+  if (!std::filesystem::exists(ck)) throw std::runtime_error("no checkpoint: " + child.err());
+  return load_checkpoint(ck);
+}
+
+TEST(Robust, LogWriteFailureSavesTheCheckpointBeforeExiting) {
+  // Per-epoch log lines only: the failing line is epoch 2's, and epoch 2 is kept.
+  EXPECT_GE(train_until_the_log_fails("0").epochs_done, 2) << "the epoch whose log line failed";
+}
+
+TEST(Robust, LogWriteFailureMidEpochSavesWhereTrainingStands) {
+  // With interval lines, the write fails inside epoch 2; the checkpoint holds the steps
+  // trained until then (its own checks tie the Adam step to epoch and step).
+  const Checkpoint c = train_until_the_log_fails("50");
+  EXPECT_GE(c.epochs_done * c.steps_per_epoch() + c.step_in_epoch, c.steps_per_epoch() + 50);
 }
 
 // ---- 7. partial success -------------------------------------------------------------------
