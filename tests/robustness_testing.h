@@ -18,7 +18,6 @@
 
 namespace mlp::robustness {
 
-
 using testing::Child;
 using testing::cli;
 using testing::CommandResult;
@@ -47,7 +46,7 @@ inline const std::string& data_dir() {
 }
 
 inline std::vector<std::string> train_args(std::vector<std::string> extra, bool quiet = true,
-                                    const std::string& hidden = "32") {
+                                           const std::string& hidden = "32") {
   std::vector<std::string> a{cli(),       "train", "--data",   data_dir(), "--device",     "cpu",
                              "--threads", "1",     "--hidden", hidden,     "--batch-size", "10"};
   if (quiet) a.push_back("-q");
@@ -70,7 +69,7 @@ inline const std::string& model_path() {
 // Runs argv with stdout on `out_fd` (stderr captured); the caller keeps out_fd.
 // `max_rss_kb`, when given, receives the child's peak resident memory.
 inline CommandResult run_with_stdout(const std::vector<std::string>& argv, int out_fd,
-                              long* max_rss_kb = nullptr) {
+                                     long* max_rss_kb = nullptr) {
   TempDir dir;
   const std::string err_path = dir.file("stderr");
   posix_spawn_file_actions_t fa;

@@ -13,10 +13,10 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint_testing.h"
-#include "robustness_testing.h"
 #include "cli/divergence.h"
 #include "image_writers.h"
 #include "mlp/image_io.h"
+#include "robustness_testing.h"
 
 namespace mlp {
 namespace {
