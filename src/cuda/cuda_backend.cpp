@@ -13,12 +13,14 @@
 #include <climits>
 #include <cstring>
 
-#include "cuda/cublas_api.h"    // defines: cublas(), the dlopen'd cuBLAS
-#include "cuda/cublas_check.h"  // defines: MLP_CUBLAS_CHECK (and MLP_CUDA_CHECK)
-#include "cuda/cuda_info.h"     // defines: device_problem
-#include "cuda/cuda_memory.h"   // defines: free_device, free_pinned
-#include "cuda/cuda_stream.h"   // defines: compute_stream (for tests)
-#include "cuda/lt_gemm.h"       // defines: LtGemm (--gemm lt)
+#include "cuda/cublas_api.h"     // defines: cublas(), the dlopen'd cuBLAS
+#include "cuda/cublas_check.h"   // defines: MLP_CUBLAS_CHECK (and MLP_CUDA_CHECK)
+#include "cuda/cublas_handle.h"  // defines: create_cublas, warm_up_cublas
+#include "cuda/cuda_graph.h"     // defines: capture_graph, launch_graph
+#include "cuda/cuda_info.h"      // defines: device_problem
+#include "cuda/cuda_memory.h"    // defines: alloc_device_zeroed, alloc_pinned_zeroed, free_*
+#include "cuda/cuda_stream.h"    // defines: compute_stream (for tests)
+#include "cuda/lt_gemm.h"        // defines: LtGemm (--gemm lt)
 #include "kernels/adam.cuh"
 #include "kernels/bias_grad.cuh"
 #include "kernels/elementwise.cuh"  // defines: u8_to_float, bias_relu_forward, bias_forward, ...
@@ -45,17 +47,6 @@ int to_int(int64_t v, const char* what) {
     throw Error(ExitCode::kDevice, fmt::format("cuBLAS: {} = {} does not fit an int", what, v));
   return static_cast<int>(v);
 }
-
-class CudaGraph final : public Graph {
- public:
-  ~CudaGraph() override {
-    // Never throws; errors at teardown have nobody left to report them to.
-    if (exec) (void)cudaGraphExecDestroy(exec);
-    if (graph) (void)cudaGraphDestroy(graph);
-  }
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-};
 
 class CudaBackend final : public Backend {
  public:
@@ -84,45 +75,12 @@ class CudaBackend final : public Backend {
  protected:
   // ---- memory ---------------------------------------------------------------
   void* alloc_impl(std::size_t bytes, Buffer::FreeFn* free_fn) override {
-    void* p = nullptr;
-    const cudaError_t e = cudaMalloc(&p, bytes);
-    if (e == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();
-      std::size_t free_bytes = 0, total_bytes = 0;
-      (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-      throw Error(
-          ExitCode::kDevice,
-          fmt::format("out of GPU memory on device {}: cudaMalloc needed {} bytes "
-                      "({:.1f} MiB) but only {} bytes ({:.1f} MiB) of {:.1f} MiB are free",
-                      device_, bytes, mib(bytes), free_bytes, mib(free_bytes), mib(total_bytes)));
-    }
-    if (e != cudaSuccess)
-      cuda::throw_device_error("CUDA", "cudaMalloc(&p, bytes)", __func__, __FILE__, __LINE__,
-                               cuda::cuda_error_text(e));
-    try {
-      // Zero-filled as the seam promises. Synchronous, so that a later copy on
-      // the copy stream can never race with this memset on the compute stream.
-      MLP_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, compute_));
-      MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
-    } catch (...) {
-      cuda::free_device(p);
-      throw;
-    }
+    void* p = cuda::alloc_device_zeroed(device_, bytes, compute_);
     *free_fn = cuda::free_device;
     return p;
   }
-
   void* alloc_host_impl(std::size_t bytes, Buffer::FreeFn* free_fn) override {
-    void* p = nullptr;
-    const cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      throw Error(ExitCode::kDevice,
-                  fmt::format("cudaHostAlloc of {} bytes ({:.1f} MiB) of pinned host memory "
-                              "failed: {} ({})",
-                              bytes, mib(bytes), cudaGetErrorString(e), cudaGetErrorName(e)));
-    }
-    std::memset(p, 0, bytes);
+    void* p = cuda::alloc_pinned_zeroed(bytes);
     *free_fn = cuda::free_pinned;
     return p;
   }
@@ -217,29 +175,9 @@ class CudaBackend final : public Backend {
 
   // ---- graphs ---------------------------------------------------------------------
   std::unique_ptr<Graph> capture_impl(const std::function<void()>& step) override {
-    // ThreadLocal: only this thread's unsafe calls (syncs, mallocs) break the
-    // capture. The BatchStream loader thread may be in cudaEventSynchronize
-    // meanwhile, which Global mode would turn into an error.
-    MLP_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
-    try {
-      step();
-    } catch (...) {
-      cudaGraph_t broken = nullptr;
-      (void)cudaStreamEndCapture(compute_, &broken);
-      if (broken) (void)cudaGraphDestroy(broken);
-      (void)cudaGetLastError();
-      throw;
-    }
-    auto g = std::make_unique<CudaGraph>();
-    MLP_CUDA_CHECK(cudaStreamEndCapture(compute_, &g->graph));
-    MLP_CUDA_CHECK(cudaGraphInstantiate(&g->exec, g->graph, 0));
-    return g;
+    return cuda::capture_graph(compute_, step);
   }
-  void replay_impl(Graph& g) override {
-    auto* cg = dynamic_cast<CudaGraph*>(&g);
-    if (!cg) throw Error(ExitCode::kFailure, "replay: graph was not captured by a CUDA backend");
-    MLP_CUDA_CHECK(cudaGraphLaunch(cg->exec, compute_));
-  }
+  void replay_impl(Graph& g) override { cuda::launch_graph(g, compute_); }
 
   // ---- ops --------------------------------------------------------------------------
   void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) override {
@@ -322,7 +260,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
   cudaStream_t stream() const { return lane_now_ == 0 ? compute_ : side_; }
   cublasHandle_t lane_cublas() const { return lane_now_ == 0 ? cublas_ : cublas_side_; }
   // Only lane 0 runs the loss (the plan puts it there); the check keeps it so.
@@ -334,18 +271,10 @@ class CudaBackend final : public Backend {
 
   // A cuBLAS handle on `stream` with its own workspace, math mode as --tf32 says.
   void make_cublas(cublasHandle_t* handle, cudaStream_t stream, Buffer* workspace) {
-    MLP_CUBLAS_CHECK(cuda::cublas().cublasCreate(handle));
-    // SetStream resets the workspace to cuBLAS's own pool, so set the workspace after it.
-    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetStream(*handle, stream));
     Buffer::FreeFn free_fn = nullptr;
     void* ws = alloc_impl(kCublasWorkspaceBytes, &free_fn);
     *workspace = Buffer(ws, kCublasWorkspaceBytes, free_fn);
-    MLP_CUBLAS_CHECK(
-        cuda::cublas().cublasSetWorkspace(*handle, workspace->data(), kCublasWorkspaceBytes));
-    // Strict FP32 unless --tf32. Atomics stay at cuBLAS's default (not allowed),
-    // which keeps every GEMM deterministic run to run.
-    MLP_CUBLAS_CHECK(cuda::cublas().cublasSetMathMode(
-        *handle, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    *handle = cuda::create_cublas(stream, workspace->data(), kCublasWorkspaceBytes, tf32_);
   }
 
   void init() {
@@ -390,21 +319,12 @@ class CudaBackend final : public Backend {
                     gemm_lt_ ? ", cuBLASLt bias/ReLU epilogues (--gemm lt)" : "");
   }
 
-  // One small SGEMM outside any capture: a library's first call may set up
-  // state lazily, which a stream capture (the trainer captures before its
-  // first eager step) could not record. Costs about a millisecond, once.
   void warm_up_cublas() {
-    constexpr int kN = 64;
     Buffer::FreeFn free_fn = nullptr;
-    void* p = alloc_impl(3 * kN * kN * sizeof(float), &free_fn);
-    const Buffer scratch(p, 3 * kN * kN * sizeof(float), free_fn);
-    const float one = 1.0f, zero = 0.0f;
-    float* a = scratch.as<float>();
-    for (cublasHandle_t h : {cublas_, cublas_side_})
-      MLP_CUBLAS_CHECK(cuda::cublas().cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &one, a,
-                                                  kN, a + kN * kN, kN, &zero, a + 2 * kN * kN, kN));
-    MLP_CUDA_CHECK(cudaStreamSynchronize(compute_));
-    MLP_CUDA_CHECK(cudaStreamSynchronize(side_));
+    void* p = alloc_impl(cuda::kWarmUpScratchBytes, &free_fn);
+    const Buffer scratch(p, cuda::kWarmUpScratchBytes, free_fn);
+    cuda::warm_up_cublas(cublas_, compute_, scratch.as<float>());
+    cuda::warm_up_cublas(cublas_side_, side_, scratch.as<float>());
   }
 
   void release() noexcept {
@@ -461,12 +381,6 @@ cudaStream_t cuda::compute_stream(Backend& backend) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   if (!cuda) throw Error(ExitCode::kFailure, "compute_stream: not a CUDA backend");
   return cuda->compute_stream();
-}
-
-cudaGraph_t cuda::graph_handle(Graph& graph) {
-  auto* g = dynamic_cast<CudaGraph*>(&graph);
-  if (!g) throw Error(ExitCode::kFailure, "graph_handle: not a CUDA graph");
-  return g->graph;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt) {
