@@ -22,11 +22,11 @@ void* alloc_device_zeroed(int device, std::size_t bytes, cudaStream_t stream) {
     (void)cudaGetLastError();
     std::size_t free_bytes = 0, total_bytes = 0;
     (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-    throw Error(ExitCode::kDevice,
-                fmt::format("out of GPU memory on device {}: cudaMalloc needed {} bytes "
-                            "({:.1f} MiB) but only {} bytes ({:.1f} MiB) of {:.1f} MiB are free",
-                            device, bytes, mib(bytes), free_bytes, mib(free_bytes),
-                            mib(total_bytes)));
+    throw Error(
+        ExitCode::kDevice,
+        fmt::format("out of GPU memory on device {}: cudaMalloc needed {} bytes "
+                    "({:.1f} MiB) but only {} bytes ({:.1f} MiB) of {:.1f} MiB are free",
+                    device, bytes, mib(bytes), free_bytes, mib(free_bytes), mib(total_bytes)));
   }
   if (e != cudaSuccess)
     throw_device_error("CUDA", "cudaMalloc(&p, bytes)", __func__, __FILE__, __LINE__,
