@@ -194,17 +194,16 @@ int run_train(TrainOptions& o, const CLI::App& app) {
     epochs = trainer.run({&report, &divergence, &saver},
                          resumed ? checkpoint_position(*resumed) : TrainPosition{});
   } catch (const LogWriteError& e) {
-    // The log failed (disk full?) at an epoch end: keep the epochs trained so far first;
-    // the checkpoint's directory may still have space.
+    // The log failed (disk full?) at an epoch end or an interval line: keep the steps
+    // trained so far first (the Trainer's position is the last issued step); the
+    // checkpoint's directory may still have space.
     if (!saver.enabled()) throw;
-    std::string saved;
+    std::string saved =
+        fmt::format("the checkpoint was saved to {} first (continue with --resume {})", o.ckpt.save,
+                    o.ckpt.save);
     try {
       saver.save(trainer.position());
-      saved = fmt::format("the checkpoint was saved to {} first (continue with --resume {})",
-                          o.ckpt.save, o.ckpt.save);
     } catch (const LogWriteError&) {  // the file was written; only its log line failed
-      saved = fmt::format("the checkpoint was saved to {} first (continue with --resume {})",
-                          o.ckpt.save, o.ckpt.save);
     } catch (const Error& s) {
       saved = fmt::format("saving the checkpoint failed too: {}", s.what());
     }
