@@ -177,6 +177,32 @@ void Backend::gemm_bias_act_impl(CMat x, CMat w, const float* bias, bool relu, M
     bias_forward(out, bias);
 }
 
+void Backend::run_side_by_side(const std::function<void()>& first,
+                               const std::function<void()>& second) {
+  if (!gemm_spans_) {
+    run_side_by_side_impl(first, second);
+    return;
+  }
+  // Timed: the pair is one span (spans from two threads would interleave).
+  std::vector<GemmSpan>* spans = gemm_spans_;
+  const uint64_t from = record_timestamp();
+  gemm_spans_ = nullptr;
+  try {
+    run_side_by_side_impl(first, second);
+  } catch (...) {
+    gemm_spans_ = spans;
+    throw;
+  }
+  gemm_spans_ = spans;
+  spans->push_back({from, record_timestamp()});
+}
+
+void Backend::run_side_by_side_impl(const std::function<void()>& first,
+                                    const std::function<void()>& second) {
+  first();
+  second();
+}
+
 void Backend::select_lane(int lane) {
   if (lane < 0 || lane >= kLanes)
     fail("select_lane", fmt::format("lane {} outside 0..{}", lane, kLanes - 1));

@@ -191,15 +191,24 @@ void Model::backward(const uint8_t* labels, int64_t batch, double* metrics) {
     const int64_t in = layout_.fan_in(l), out = layout_.fan_out(l);
     const Mat dy{dys_[l].as<float>(), batch, out};
     // dW = A^T * dY: (in, out); db = column sums of dY
-    be_.gemm(Trans::kYes, Trans::kNo, 1.0f, act(l, batch), dy, 0.0f,
-             Mat{g + layout_.weight_offset(l), in, out});
-    be_.bias_grad(dy, g + layout_.bias_offset(l));
-    if (l == 0) break;  // no gradient for the input images
-    // dA = dY * W^T: (batch, in), then through the ReLU that produced A
+    const auto dw = [&] {
+      be_.gemm(Trans::kYes, Trans::kNo, 1.0f, act(l, batch), dy, 0.0f,
+               Mat{g + layout_.weight_offset(l), in, out});
+    };
+    if (l == 0) {  // no gradient for the input images
+      dw();
+      be_.bias_grad(dy, g + layout_.bias_offset(l));
+      break;
+    }
+    // dA = dY * W^T: (batch, in), independent of dW: both at once, as the plan
+    // runs them (the same bits: see Backend::run_side_by_side).
     Mat da{dys_[l - 1].as<float>(), batch, in};
-    be_.gemm(Trans::kNo, Trans::kYes, 1.0f, dy, CMat{p + layout_.weight_offset(l), in, out}, 0.0f,
-             da);
-    be_.relu_backward(da, act(l, batch));
+    be_.run_side_by_side(dw, [&] {
+      be_.gemm(Trans::kNo, Trans::kYes, 1.0f, dy, CMat{p + layout_.weight_offset(l), in, out}, 0.0f,
+               da);
+    });
+    be_.bias_grad(dy, g + layout_.bias_offset(l));
+    be_.relu_backward(da, act(l, batch));  // then through the ReLU that produced A
   }
 }
 

@@ -68,6 +68,13 @@ int StepPlan::critical_path_nodes() const {
   return static_cast<int>(total);
 }
 
+bool StepPlan::pairs_with_next(int i) const {
+  const PlanNode& a = nodes_[i];
+  const PlanNode& b = nodes_[i + 1];
+  if (a.kind != NodeKind::kGemm || b.kind != NodeKind::kGemm || a.lane == b.lane) return false;
+  return std::find(b.deps.begin(), b.deps.end(), i) == b.deps.end();
+}
+
 void StepPlan::run(Backend& be) const {
   const int n = static_cast<int>(nodes_.size());
   // Which nodes another lane waits for: only those get an event after them.
@@ -83,8 +90,17 @@ void StepPlan::run(Backend& be) const {
     const uint64_t fork = be.record_lane_event();
     be.select_lane(1);
     be.wait_lane_event(fork);
+    const bool pair_gemms = be.prefers_side_by_side();
     for (int i = 0; i < n; ++i) {
       const PlanNode& node = nodes_[i];
+      if (pair_gemms && i + 1 < n && pairs_with_next(i)) {
+        // Lanes are no-ops where work overlaps this way (the CPU): no events.
+        const PlanNode& next = nodes_[i + 1];
+        ScopedRange range(be, node.name.c_str());
+        be.run_side_by_side(node.run, next.run);
+        ++i;
+        continue;
+      }
       be.select_lane(node.lane);
       for (int d : node.deps)
         if (nodes_[d].lane != node.lane && d > covered[node.lane]) {

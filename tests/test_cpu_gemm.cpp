@@ -93,6 +93,37 @@ TEST(CpuGemm, EveryRouteMatchesThePlainLoopAndIgnoresTheThreadCount) {
       }
 }
 
+// WholeGemms: while one is alive on a thread, gemm() there is one library
+// call on that thread (the pool is not asked), with the same result as split;
+// when it ends, splitting comes back.
+TEST(CpuGemm, WholeGemmsRunOnTheCallingThreadWithTheSameResult) {
+  const Case c{false, false, 100, 500, 784};  // the forward GEMM of layer 0: split in blocks
+  const auto a = random_floats(static_cast<std::size_t>(c.m * c.k), 41);
+  const auto b = random_floats(static_cast<std::size_t>(c.k * c.n), 42);
+  for (const CpuGemm lib : routes()) {
+    cpu::ThreadPool pool(2);
+    const auto gemm_into = [&](std::vector<float>& out) {
+      cpu::gemm(pool, lib, Trans::kNo, Trans::kNo, 1.0f, CMat{a.data(), c.m, c.k},
+                CMat{b.data(), c.k, c.n}, 0.0f, Mat{out.data(), c.m, c.n});
+    };
+    std::vector<float> split(static_cast<std::size_t>(c.m * c.n)), whole(split.size());
+    gemm_into(split);
+    const int64_t runs_split = pool.parallel_runs() + pool.serial_runs();
+    EXPECT_GT(runs_split, 0) << cpu_gemm_name(lib) << ": this shape should be split";
+    {
+      const cpu::WholeGemms scope;
+      gemm_into(whole);
+    }
+    EXPECT_EQ(runs_split, pool.parallel_runs() + pool.serial_runs()) << cpu_gemm_name(lib);
+    for (std::size_t i = 0; i < whole.size(); ++i) {
+      const float tol = 1e-4f * (1.0f + std::abs(split[i]));
+      ASSERT_TRUE(std::abs(whole[i] - split[i]) <= tol) << cpu_gemm_name(lib) << " at " << i;
+    }
+    gemm_into(split);
+    EXPECT_GT(pool.parallel_runs() + pool.serial_runs(), runs_split) << cpu_gemm_name(lib);
+  }
+}
+
 TEST(CpuGemm, NamesParseAndResolve) {
   EXPECT_EQ(CpuGemm::kOpenblas, parse_cpu_gemm("openblas"));
   EXPECT_EQ(CpuGemm::kDefault, parse_cpu_gemm("default"));

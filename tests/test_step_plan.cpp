@@ -45,11 +45,13 @@ bool ordered(const StepPlan& plan, int before, int after) {
 }
 
 struct Net {
-  std::unique_ptr<Backend> be = make_cpu_backend({1});
+  std::unique_ptr<Backend> be;
   Buffer input, metrics;
   Model model;
-  explicit Net(std::vector<int64_t> sizes, int64_t batch = 100)
-      : model(*be, std::move(sizes), batch, AdamHyper{}, false) {
+  explicit Net(std::vector<int64_t> sizes, int64_t batch = 100, int threads = 1,
+               CpuGemm gemm = CpuGemm::kDefault)
+      : be(make_cpu_backend({threads, gemm})),
+        model(*be, std::move(sizes), batch, AdamHyper{}, false) {
     input = be->alloc(static_cast<std::size_t>(batch * (model.inputs() + 1)));
     metrics = be->alloc(kMetricCount * sizeof(double));
   }
@@ -81,6 +83,53 @@ TEST(StepPlan, NetworkPlanHasTheShortCriticalPath) {
     EXPECT_GT(n.kind == NodeKind::kGemm ? n.flops : n.bytes, 0.0) << n.name;
   }
   EXPECT_EQ(side, 8);
+}
+
+// On the CPU (Backend::prefers_side_by_side) StepPlan::run pairs each layer's
+// dW and dX GEMMs above the first, and nothing else: Adam, the kernels and
+// the lone dW of layer 0 keep their order and their own runs.
+TEST(StepPlan, CpuPairsEachLayersDwWithItsDx) {
+  Net net({784, 500, 500, 500, 10});
+  EXPECT_TRUE(net.be->prefers_side_by_side());
+  const StepPlan plan = net.plan(100);
+  std::vector<std::string> paired;
+  for (int i = 0; i + 1 < static_cast<int>(plan.nodes().size()); ++i)
+    if (plan.pairs_with_next(i))
+      paired.push_back(plan.nodes()[i].name + "+" + plan.nodes()[i + 1].name);
+  EXPECT_EQ(paired, (std::vector<std::string>{"dw_gemm3+dx_gemm3", "dw_gemm2+dx_gemm2",
+                                              "dw_gemm1+dx_gemm1"}));
+}
+
+// The step's bits do not depend on the thread count, with GEMMs large enough
+// to be split into blocks and a layer's dW and dX side by side (whole on one
+// core each at 2 and 3 threads, one after the other at 1).
+TEST(StepPlan, PlanStepGivesTheSameBitsOnAnyThreadCount) {
+  const std::vector<int64_t> sizes = {784, 500, 500, 10};
+  const int64_t batch = 100;
+  for (const CpuGemm lib : {CpuGemm::kOpenblas, CpuGemm::kDefault}) {
+    std::vector<ModelState> states;
+    for (int threads : {1, 2, 3}) {
+      Net net(sizes, batch, threads, lib);
+      net.model.set_params(initial_params(net.model.layout(), InitScheme::kHe, 5));
+      Pcg32 rng(21, 3);
+      for (int step = 0; step < 3; ++step) {
+        std::vector<uint8_t> host(static_cast<std::size_t>(batch * (sizes[0] + 1)));
+        for (std::size_t i = 0; i < host.size(); ++i)
+          host[i] = static_cast<uint8_t>(
+              i < static_cast<std::size_t>(batch * sizes[0]) ? rng.below(256) : rng.below(10));
+        net.be->upload(net.input.data(), host.data(), host.size());
+        net.model.train_step(net.images(), net.labels(), batch, net.metrics.as<double>());
+      }
+      states.push_back(net.model.state());
+    }
+    EXPECT_EQ(states[0].step, 3);
+    for (std::size_t t = 1; t < states.size(); ++t) {
+      EXPECT_EQ(states[0].params, states[t].params)
+          << cpu_gemm_name(lib) << ", " << t + 1 << " threads";
+      EXPECT_EQ(states[0].m, states[t].m) << cpu_gemm_name(lib) << ", " << t + 1 << " threads";
+      EXPECT_EQ(states[0].v, states[t].v) << cpu_gemm_name(lib) << ", " << t + 1 << " threads";
+    }
+  }
 }
 
 TEST(StepPlan, CriticalPathFollowsLayerCount) {
@@ -267,9 +316,10 @@ TEST(StepOps, GemmBiasActIsGemmThenTheBiasOp) {
 // ---- the plan's step is the old step ---------------------------------------------
 
 TEST(StepPlan, PlanStepEqualsSequentialStepBitwise) {
-  const std::vector<int64_t> sizes = {784, 64, 48, 10};
-  const int64_t batch = 32;
-  Net a(sizes, batch), b(sizes, batch);
+  // Large enough that GEMMs split into blocks; 2 threads, so dW and dX run side by side.
+  const std::vector<int64_t> sizes = {784, 256, 192, 10};
+  const int64_t batch = 48;
+  Net a(sizes, batch, 2), b(sizes, batch, 2);
   const auto init = initial_params(a.model.layout(), InitScheme::kHe, 7);
   a.model.set_params(init);
   b.model.set_params(init);

@@ -1,13 +1,14 @@
 // ThreadPool: every task runs exactly once per run() over many back-to-back
-// runs (the claim/complete handshake), the split parallel_for makes does not
-// depend on who runs it, worker threads block signals, and physical core
-// counting from a fake /sys topology (two hyperthreads per core).
+// runs (the claim/complete handshake), a run() from inside a task runs inline,
+// the split parallel_for makes does not depend on who runs it, worker threads block signals, and
+// physical core counting from a fake /sys topology (two hyperthreads per core).
 #include <gtest/gtest.h>
 #include <pthread.h>
 
 #include <atomic>
 #include <csignal>
 #include <filesystem>
+#include <thread>
 #include <vector>
 
 #include "cpu/cpu_topology.h"
@@ -33,6 +34,33 @@ TEST(ThreadPool, EveryTaskRunsOnceInEveryRun) {
     }
     // Runs of one task, and every run of a 1-thread pool, go inline and are not counted.
     EXPECT_EQ(threads == 1 ? 0 : 3000 - 3000 / 40, pool.parallel_runs() + pool.serial_runs());
+  }
+}
+
+// A run() from inside a task (CpuBackend::run_side_by_side's work calling
+// ops that split) runs inline on that task's thread: every inner task once,
+// none of them on another thread, and the pool is usable again afterwards.
+TEST(ThreadPool, RunFromInsideATaskRunsInlineOnThatThread) {
+  for (int threads : {1, 2, 3}) {
+    cpu::ThreadPool pool(threads);
+    EXPECT_FALSE(cpu::ThreadPool::inside_task());
+    std::atomic<int> inner_hits{0}, foreign{0}, not_marked{0};
+    for (int run = 0; run < 200; ++run)
+      pool.run(2, [&](int) {
+        if (threads > 1 && !cpu::ThreadPool::inside_task()) not_marked.fetch_add(1);
+        const std::thread::id outer = std::this_thread::get_id();
+        pool.run(5, [&](int) {
+          inner_hits.fetch_add(1);
+          if (std::this_thread::get_id() != outer) foreign.fetch_add(1);
+        });
+      });
+    EXPECT_EQ(200 * 2 * 5, inner_hits.load()) << threads << " threads";
+    EXPECT_EQ(0, foreign.load()) << threads << " threads";
+    EXPECT_EQ(0, not_marked.load()) << threads << " threads";
+    EXPECT_FALSE(cpu::ThreadPool::inside_task());
+    std::atomic<int> after{0};
+    pool.run(7, [&](int) { after.fetch_add(1); });
+    EXPECT_EQ(7, after.load());
   }
 }
 

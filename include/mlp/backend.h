@@ -158,6 +158,20 @@ class Backend {
   virtual bool fuses_gemm_epilogue() const { return false; }
   void gemm_bias_act(CMat x, CMat w, const float* bias, bool relu, Mat out);
 
+  // ---- independent work side by side -----------------------------------------
+  // Runs first() and second(), two pieces of work that share no output and
+  // neither reads what the other writes: at once where the backend can. The
+  // CPU runs each on a core of its own, every GEMM inside it whole (never split
+  // into blocks), and does so whether or not the two overlap, so the bits never
+  // depend on the thread count. The default (CUDA) runs them one after the
+  // other on the selected lane. Only for GEMMs and work without timestamps:
+  // while set_gemm_spans is on, the pair is recorded as one GEMM span.
+  void run_side_by_side(const std::function<void()>& first, const std::function<void()>& second);
+  // True when StepPlan::run should pair a step's independent GEMM nodes
+  // through run_side_by_side (the CPU, at every thread count, so that the
+  // pairs' GEMMs are whole on one thread as well as on many).
+  virtual bool prefers_side_by_side() const { return false; }
+
   // ---- lanes: fork/join inside a step ---------------------------------------
   // Ops issue on lane 0 (the compute stream) unless select_lane(1) picked the
   // side lane: a second stream on CUDA (its own cuBLAS handle), recorded into
@@ -207,6 +221,9 @@ class Backend {
                                 const OptimizerState* state) = 0;
   // Default: the GEMM, then the bias (+ ReLU) op: what the CPU reference does.
   virtual void gemm_bias_act_impl(CMat x, CMat w, const float* bias, bool relu, Mat out);
+  virtual void run_side_by_side_impl(const std::function<void()>& first,
+                                     const std::function<void()>& second);
+
   virtual void select_lane_impl(int /*lane*/) {}
   virtual uint64_t record_lane_event_impl() { return ++lane_events_; }
   virtual void wait_lane_event_impl(uint64_t /*id*/) {}

@@ -46,7 +46,13 @@ class StepPlan {
   // Issues every node on `be` in index order (a valid topological order):
   // forks lane 1 from lane 0, waits across lanes only where a dependency
   // crosses and is not already covered, joins lane 1 back, ends on lane 0.
+  // Where the backend prefers side-by-side work (Backend::prefers_side_by_side:
+  // the CPU), two adjacent GEMM nodes on different lanes, the second not
+  // depending on the first (a layer's dW and dX), run through
+  // Backend::run_side_by_side instead.
   void run(Backend& be) const;
+  // Node i and node i + 1 form such a pair.
+  bool pairs_with_next(int i) const;
 
  private:
   std::vector<PlanNode> nodes_;

@@ -127,7 +127,12 @@ void gemm_block(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, fl
               bb, static_cast<int>(b.cols), beta, cb, static_cast<int>(c.cols));
 }
 
+thread_local bool t_whole_gemms = false;
+
 }  // namespace
+
+WholeGemms::WholeGemms() : was_(t_whole_gemms) { t_whole_gemms = true; }
+WholeGemms::~WholeGemms() { t_whole_gemms = was_; }
 
 std::string onednn_version() {
 #ifdef MLP_WITH_ONEDNN
@@ -150,14 +155,18 @@ void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a
   // blocks depend on the shape alone, never on the pool size: both libraries
   // give an element different bits for different block widths (measured), so
   // a split by thread count would make results depend on --threads. Up to
-  // kGemmBlocks blocks also let a thread that got ahead take a late one's share;
-  // splitting the step's GEMMs 8 ways measured no slower than one call.
+  // kGemmBlocks (4) blocks keep 2 and 4 threads evenly loaded and let a thread
+  // that got ahead take a late one's share. Each block packs its operands
+  // anew, so fewer, wider blocks pay: 4 measured 3-8% faster than 8 end to end
+  // (2-core Xeon VM, 2026-12-02; within that machine's run-to-run noise). A
+  // layer's dW and dX are not split at all: they run side by side, one whole
+  // GEMM per core (WholeGemms, CpuBackend::run_side_by_side_impl).
   const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
   const bool by_columns = n >= m;
   const int64_t dim = by_columns ? n : m, align = by_columns ? 16 : 8;
   const int64_t blocks = std::clamp<int64_t>(2 * m * n * k / kMinGemmFlopsPerTask, 1,
                                              std::min<int64_t>(kGemmBlocks, dim / align));
-  if (blocks <= 1) {
+  if (blocks <= 1 || t_whole_gemms) {
     gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, 0, n);
     return;
   }

@@ -19,7 +19,21 @@ namespace mlp::cpu {
 inline constexpr int64_t kMinElementsPerTask = 1 << 14;
 inline constexpr int64_t kMinGemmFlopsPerTask = int64_t{1} << 21;
 // The most blocks one GEMM is split into (see cpu_gemm.cpp: fixed by the shape).
-inline constexpr int64_t kGemmBlocks = 8;
+inline constexpr int64_t kGemmBlocks = 4;
+
+// While one is alive, gemm() on this thread runs every GEMM whole, as one
+// single-threaded library call, never split into blocks: for two independent
+// GEMMs run side by side, one per core (CpuBackend::run_side_by_side_impl).
+class WholeGemms {
+ public:
+  WholeGemms();
+  ~WholeGemms();
+  WholeGemms(const WholeGemms&) = delete;
+  WholeGemms& operator=(const WholeGemms&) = delete;
+
+ private:
+  bool was_;
+};
 
 // lib: kDefault resolves as resolve_cpu_gemm does.
 void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,

@@ -59,11 +59,28 @@ bool spin_until(const Pred& pred) {
   }
 }
 
+thread_local bool t_inside_task = false;
+
+// Marks this thread as running a task for the guard's lifetime (an exception
+// from a task leaves the mark right).
+class InsideTask {
+ public:
+  InsideTask() : was_(t_inside_task) { t_inside_task = true; }
+  ~InsideTask() { t_inside_task = was_; }
+  InsideTask(const InsideTask&) = delete;
+  InsideTask& operator=(const InsideTask&) = delete;
+
+ private:
+  bool was_;
+};
+
 constexpr uint32_t generation_of(uint64_t job) { return static_cast<uint32_t>(job >> 32); }
 constexpr int tasks_of(uint64_t job) { return static_cast<int>((job >> 16) & 0xffff); }
 constexpr int index_of(uint64_t job) { return static_cast<int>(job & 0xffff); }
 
 }  // namespace
+
+bool ThreadPool::inside_task() { return t_inside_task; }
 
 ThreadPool::ThreadPool(int threads) {
   // Workers start with every signal blocked (the mask is inherited), so
@@ -88,7 +105,10 @@ bool ThreadPool::run_one_claimed(uint32_t* generation) {
   *generation = generation_of(job);
   const int tasks = tasks_of(job);
   if (index_of(job) >= tasks) return false;
-  thunk_(fn_, index_of(job));
+  {
+    const InsideTask mark;
+    thunk_(fn_, index_of(job));
+  }
   const uint32_t done = done_.fetch_add(1) + 1;  // seq_cst: pairs with caller_waiting_
   if (done == static_cast<uint32_t>(tasks) && caller_waiting_.load() != 0) futex_wake_all(&done_);
   return true;
@@ -97,6 +117,7 @@ bool ThreadPool::run_one_claimed(uint32_t* generation) {
 void ThreadPool::run_erased(int tasks, Thunk thunk, const void* fn) {
   const Clock::time_point t0 = Clock::now();
   if (t0 < serial_until_) {  // backing off: the caller alone, same tasks
+    const InsideTask mark;
     for (int t = 0; t < tasks; ++t) thunk(fn, t);
     ++serial_runs_;
     return;

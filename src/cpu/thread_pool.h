@@ -15,7 +15,8 @@
 //   1 s), then tries again. Which thread runs a task never changes what the
 //   task computes, so results do not depend on any of this.
 // Worker threads block all signals: they go to the main thread (src/cli/signals.*).
-// run() may only be called from one thread at a time.
+// run() may only be called from one thread at a time (or from inside a task,
+// where it runs inline).
 #pragma once
 
 #include <algorithm>
@@ -36,11 +37,15 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
+  // True on a thread while it runs a task of some pool's run(): a run() from
+  // inside a task (work split further) runs its tasks inline on that thread.
+  static bool inside_task();
+
   // Calls fn(task) for every task in [0, tasks), spread over the pool and the
   // calling thread; returns when all have finished.
   template <class F>
   void run(int tasks, const F& fn) {
-    if (tasks <= 1 || workers_.empty()) {
+    if (tasks <= 1 || workers_.empty() || inside_task()) {
       for (int t = 0; t < tasks; ++t) fn(t);
       return;
     }
