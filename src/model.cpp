@@ -196,7 +196,9 @@ void Model::backward(const uint8_t* labels, int64_t batch, double* metrics) {
                Mat{g + layout_.weight_offset(l), in, out});
     };
     if (l == 0) {  // no gradient for the input images
-      dw();
+      // One part of a side-by-side run, as the plan runs it on the CPU (beside
+      // the deferred Adam updates; StepPlan::side_by_side_schedule): the same bits.
+      be_.run_side_by_side([] {}, dw);
       be_.bias_grad(dy, g + layout_.bias_offset(l));
       break;
     }

@@ -20,6 +20,7 @@ int StepPlan::add(PlanNode node) {
           ExitCode::kFailure,
           fmt::format("step plan: node {} depends on node {}, not an earlier one", node.name, d));
   nodes_.push_back(std::move(node));
+  schedule_.clear();
   return index;
 }
 
@@ -75,7 +76,64 @@ bool StepPlan::pairs_with_next(int i) const {
   return std::find(b.deps.begin(), b.deps.end(), i) == b.deps.end();
 }
 
+std::vector<StepPlan::Group> StepPlan::build_side_by_side_schedule() const {
+  const int n = static_cast<int>(nodes_.size());
+  std::vector<Group> groups;
+  std::vector<int> deferred;
+  const auto depends_on_deferred = [&](int j) {
+    for (int d : nodes_[j].deps)
+      if (std::find(deferred.begin(), deferred.end(), d) != deferred.end()) return true;
+    return false;
+  };
+  const auto flush = [&] {
+    for (int d : deferred) groups.push_back({{d}, {}});
+    deferred.clear();
+  };
+  for (int i = 0; i < n; ++i) {
+    const PlanNode& node = nodes_[i];
+    const bool pair = i + 1 < n && pairs_with_next(i);
+    if (depends_on_deferred(i) || (pair && depends_on_deferred(i + 1))) flush();
+    if (pair) {
+      groups.push_back({{i}, {i + 1}});
+      ++i;
+    } else if (node.kind == NodeKind::kKernel && node.bytes >= kDeferBytes) {
+      deferred.push_back(i);
+    } else if (node.kind == NodeKind::kGemm && !deferred.empty()) {
+      groups.push_back({deferred, {i}});
+      deferred.clear();
+    } else {
+      groups.push_back({{i}, {}});
+    }
+  }
+  flush();
+  return groups;
+}
+
+const std::vector<StepPlan::Group>& StepPlan::side_by_side_schedule() const {
+  if (schedule_.empty() && !nodes_.empty()) schedule_ = build_side_by_side_schedule();
+  return schedule_;
+}
+
+void StepPlan::run_side_by_side(Backend& be) const {
+  const auto run_in_order = [this](const std::vector<int>& part) {
+    return [this, &part] {
+      for (int i : part) nodes_[i].run();
+    };
+  };
+  for (const Group& g : side_by_side_schedule()) {
+    ScopedRange range(be, nodes_[g.first.front()].name.c_str());
+    if (g.beside.empty())
+      run_in_order(g.first)();
+    else
+      be.run_side_by_side(run_in_order(g.first), run_in_order(g.beside));
+  }
+}
+
 void StepPlan::run(Backend& be) const {
+  if (be.prefers_side_by_side()) {
+    run_side_by_side(be);
+    return;
+  }
   const int n = static_cast<int>(nodes_.size());
   // Which nodes another lane waits for: only those get an event after them.
   std::vector<char> signals(n, 0);
@@ -90,17 +148,8 @@ void StepPlan::run(Backend& be) const {
     const uint64_t fork = be.record_lane_event();
     be.select_lane(1);
     be.wait_lane_event(fork);
-    const bool pair_gemms = be.prefers_side_by_side();
     for (int i = 0; i < n; ++i) {
       const PlanNode& node = nodes_[i];
-      if (pair_gemms && i + 1 < n && pairs_with_next(i)) {
-        // Lanes are no-ops where work overlaps this way (the CPU): no events.
-        const PlanNode& next = nodes_[i + 1];
-        ScopedRange range(be, node.name.c_str());
-        be.run_side_by_side(node.run, next.run);
-        ++i;
-        continue;
-      }
       be.select_lane(node.lane);
       for (int d : node.deps)
         if (nodes_[d].lane != node.lane && d > covered[node.lane]) {

@@ -5,6 +5,7 @@
 // same bits as the old sequential forward/backward/update.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 #include <string>
@@ -192,7 +193,10 @@ TEST(StepPlan, BookkeepingOnHandMadePlans) {
       testing::throws_error([&] { plan.add(node("f", 2, {})); }, ExitCode::kFailure, {"lane 2"}));
 }
 
-TEST(StepPlan, RunIssuesNodesInOrderAndEndsOnLaneZero) {
+// On the CPU (prefers_side_by_side) run() follows side_by_side_schedule():
+// nodes in order, no lanes selected (the fork/join loop is CUDA's, tested in
+// tests/cuda/test_cuda_step_plan.cpp).
+TEST(StepPlan, RunOnTheCpuIssuesNodesInOrderWithoutLanes) {
   auto be = make_cpu_backend({1});
   StepPlan plan;
   std::vector<std::pair<std::string, int>> seen;
@@ -206,8 +210,57 @@ TEST(StepPlan, RunIssuesNodesInOrderAndEndsOnLaneZero) {
   plan.add(node("b", 1, {0}));
   plan.add(node("c", 0, {}));
   plan.run(*be);
-  EXPECT_EQ(seen, (std::vector<std::pair<std::string, int>>{{"a", 0}, {"b", 1}, {"c", 0}}));
+  EXPECT_EQ(seen, (std::vector<std::pair<std::string, int>>{{"a", 0}, {"b", 0}, {"c", 0}}));
   EXPECT_EQ(be->lane(), 0);
+}
+
+// The CPU's schedule of the network's step: each layer's dW and dX side by
+// side; the Adam updates of layers 2 and 1 deferred and run on one core beside
+// layer 0's dW GEMM; small kernels and the rest in plan order, on their own.
+TEST(StepPlan, CpuScheduleRunsAdamBesideTheLoneGemm) {
+  Net net({784, 500, 500, 500, 10});
+  const StepPlan plan = net.plan(100);
+  std::vector<std::string> groups;
+  std::vector<int> seen(plan.nodes().size(), 0);
+  const auto names = [&](const std::vector<int>& part) {
+    std::string out;
+    for (int i : part) {
+      out += (out.empty() ? "" : ",") + plan.nodes()[i].name;
+      ++seen[i];
+    }
+    return out;
+  };
+  std::vector<int> order;
+  for (const StepPlan::Group& g : plan.side_by_side_schedule()) {
+    const std::string first = names(g.first);
+    groups.push_back(g.beside.empty() ? first : first + " | " + names(g.beside));
+    order.insert(order.end(), g.first.begin(), g.first.end());
+    order.insert(order.end(), g.beside.begin(), g.beside.end());
+  }
+  for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 1) << plan.nodes()[i].name;
+  // Every dependency runs in an earlier group, or earlier in the same part.
+  std::vector<int> group_of(plan.nodes().size()), part_of(plan.nodes().size());
+  for (std::size_t g = 0; g < plan.side_by_side_schedule().size(); ++g) {
+    const StepPlan::Group& grp = plan.side_by_side_schedule()[g];
+    for (int i : grp.first) group_of[i] = static_cast<int>(g), part_of[i] = 0;
+    for (int i : grp.beside) group_of[i] = static_cast<int>(g), part_of[i] = 1;
+  }
+  const auto position = [&](int i) { return std::find(order.begin(), order.end(), i); };
+  for (int i = 0; i < static_cast<int>(plan.nodes().size()); ++i)
+    for (int d : plan.nodes()[i].deps) {
+      const bool earlier_group = group_of[d] < group_of[i];
+      const bool earlier_in_part =
+          group_of[d] == group_of[i] && part_of[d] == part_of[i] && position(d) < position(i);
+      EXPECT_TRUE(earlier_group || earlier_in_part)
+          << plan.nodes()[d].name << " before " << plan.nodes()[i].name;
+    }
+  const std::vector<std::string> tail(groups.end() - 10, groups.end());
+  EXPECT_EQ(tail,
+            (std::vector<std::string>{
+                "softmax_xent_backward", "dw_gemm3 | dx_gemm3", "relu_backward_bias_grad2", "adam3",
+                "dw_gemm2 | dx_gemm2", "relu_backward_bias_grad1", "dw_gemm1 | dx_gemm1",
+                "relu_backward_bias_grad0", "adam2,adam1 | dw_gemm0", "adam0"}))
+      << "groups: " << ::testing::PrintToString(groups);
 }
 
 // ---- the fused ops' CPU references ---------------------------------------------

@@ -3,7 +3,9 @@
 // issues it on a Backend: nodes on lane 1 go to the side lane (a second CUDA
 // stream, forked from and joined back to the compute stream, so a captured
 // graph gets the same fork/join), and a dependency that crosses lanes becomes
-// an event record/wait. The CPU runs the same nodes in the same order, at once.
+// an event record/wait. The CPU runs the same nodes without lanes, in the
+// order of side_by_side_schedule(): independent GEMMs, and Adam beside a GEMM,
+// on two cores at once.
 //
 // The plan is also what `bench --kernels` times node by node and what the tests
 // check: critical_path_nodes() is the longest chain of dependent nodes (data
@@ -47,15 +49,35 @@ class StepPlan {
   // forks lane 1 from lane 0, waits across lanes only where a dependency
   // crosses and is not already covered, joins lane 1 back, ends on lane 0.
   // Where the backend prefers side-by-side work (Backend::prefers_side_by_side:
-  // the CPU), two adjacent GEMM nodes on different lanes, the second not
-  // depending on the first (a layer's dW and dX), run through
-  // Backend::run_side_by_side instead.
+  // the CPU) it runs side_by_side_schedule() instead, without lanes.
   void run(Backend& be) const;
-  // Node i and node i + 1 form such a pair.
+
+  // The CPU's schedule: groups of nodes run in order; a group with a `beside`
+  // part runs its two parts through Backend::run_side_by_side, each part's
+  // nodes in order on one thread. Built from the nodes' deps alone (lanes are
+  // a CUDA matter), so every dependency stays ordered:
+  // - two adjacent GEMM nodes on different lanes, the second not depending
+  //   on the first (a layer's dW and dX), form a pair;
+  // - a kernel that streams at least kDeferBytes (Adam over a big layer) is
+  //   deferred until a lone GEMM comes (layer 0's dW) and runs on one core
+  //   beside it: on 2 cores Adam took as long as on 1 (it is bound by memory
+  //   bandwidth), so beside a GEMM it costs almost nothing. A node that
+  //   depends on a deferred one, or the end of the plan, runs the deferred
+  //   nodes first, on their own.
+  struct Group {
+    std::vector<int> first, beside;
+  };
+  static constexpr double kDeferBytes = 1 << 20;
+  const std::vector<Group>& side_by_side_schedule() const;
+  // Node i and node i + 1 form a dW/dX-style pair.
   bool pairs_with_next(int i) const;
 
  private:
+  std::vector<Group> build_side_by_side_schedule() const;
+  void run_side_by_side(Backend& be) const;
+
   std::vector<PlanNode> nodes_;
+  mutable std::vector<Group> schedule_;  // side_by_side_schedule(), built on first use
 };
 
 }  // namespace mlp
