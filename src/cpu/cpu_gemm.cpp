@@ -150,22 +150,25 @@ void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a
   std::optional<SignalsBlocked> no_signals;
   if (lib == CpuGemm::kOnednn) no_signals.emplace();
 #endif
-  // c: (m, n) = op(a): (m, k) * op(b): (k, n). Split the larger of m and n into
-  // blocks, each a full-depth sgemm on its own part of c (no reduction). The
-  // blocks depend on the shape alone, never on the pool size: both libraries
-  // give an element different bits for different block widths (measured), so
-  // a split by thread count would make results depend on --threads. Up to
-  // kGemmBlocks (4) blocks keep 2 and 4 threads evenly loaded and let a thread
-  // that got ahead take a late one's share. Each block packs its operands
-  // anew, so fewer, wider blocks pay: 4 measured 3-8% faster than 8 end to end
-  // (2-core Xeon VM, 2026-12-02; within that machine's run-to-run noise). A
-  // layer's dW and dX are not split at all: they run side by side, one whole
-  // GEMM per core (WholeGemms, CpuBackend::run_side_by_side_impl).
+  // c: (m, n) = op(a): (m, k) * op(b): (k, n), split into blocks of whole
+  // rows of c (or, below 2 x kMinGemmRows rows, of columns), each a full-depth
+  // sgemm on its own part of c (no reduction). The blocks depend on the shape
+  // alone, never on the pool size: both libraries can give an element
+  // different bits for different block widths (seen on an AVX2 EPYC; on the
+  // AVX-512 Xeon of 2026-12-02 they did not), so a split by thread count could
+  // make results depend on --threads. Each block packs its operands anew, so
+  // few, wide blocks pay: at batch 100 the forward GEMMs in 2 blocks of rows
+  // took 0.93-1.16 ms a step against 1.10-1.28 for 4 or 8 blocks of columns
+  // (bench --kernels, 3 alternating rounds, 2-core Xeon VM). Up to kGemmBlocks
+  // blocks (batch 1024: 16 of 64 rows) serve more cores. A layer's dW and dX
+  // are not split at all: they run side by side, one whole GEMM per core
+  // (WholeGemms, CpuBackend::run_side_by_side_impl).
   const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
-  const bool by_columns = n >= m;
+  const bool by_columns = m < 2 * kMinGemmRows;
   const int64_t dim = by_columns ? n : m, align = by_columns ? 16 : 8;
+  const int64_t most = by_columns ? kGemmColumnBlocks : m / kMinGemmRows;
   const int64_t blocks = std::clamp<int64_t>(2 * m * n * k / kMinGemmFlopsPerTask, 1,
-                                             std::min<int64_t>(kGemmBlocks, dim / align));
+                                             std::min<int64_t>({kGemmBlocks, most, dim / align}));
   if (blocks <= 1 || t_whole_gemms) {
     gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, 0, n);
     return;

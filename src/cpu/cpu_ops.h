@@ -18,8 +18,12 @@ namespace mlp::cpu {
 // costs a few microseconds, more than the work it would share.
 inline constexpr int64_t kMinElementsPerTask = 1 << 14;
 inline constexpr int64_t kMinGemmFlopsPerTask = int64_t{1} << 21;
-// The most blocks one GEMM is split into (see cpu_gemm.cpp: fixed by the shape).
-inline constexpr int64_t kGemmBlocks = 4;
+// How one GEMM is split (see cpu_gemm.cpp: fixed by the shape): into at most
+// kGemmBlocks blocks of at least kMinGemmRows rows, or, for fewer rows, into
+// at most kGemmColumnBlocks blocks of columns.
+inline constexpr int64_t kGemmBlocks = 16;
+inline constexpr int64_t kMinGemmRows = 48;
+inline constexpr int64_t kGemmColumnBlocks = 4;
 
 // While one is alive, gemm() on this thread runs every GEMM whole, as one
 // single-threaded library call, never split into blocks: for two independent
