@@ -164,12 +164,14 @@ class Backend {
   // CPU runs each on a core of its own, every GEMM inside it whole (never split
   // into blocks), and does so whether or not the two overlap, so the bits never
   // depend on the thread count. The default (CUDA) runs them one after the
-  // other on the selected lane. Only for GEMMs and work without timestamps:
-  // while set_gemm_spans is on, the pair is recorded as one GEMM span.
+  // other on the selected lane. Not for work that records timestamps: while
+  // set_gemm_spans is on, the whole call is recorded as one GEMM span (the
+  // eager backward's dW and dX).
   void run_side_by_side(const std::function<void()>& first, const std::function<void()>& second);
-  // True when StepPlan::run should pair a step's independent GEMM nodes
-  // through run_side_by_side (the CPU, at every thread count, so that the
-  // pairs' GEMMs are whole on one thread as well as on many).
+  // True when StepPlan::run should follow StepPlan::side_by_side_schedule()
+  // (independent GEMMs, and Adam beside a GEMM, through run_side_by_side)
+  // instead of lanes: the CPU, at every thread count, so that those GEMMs are
+  // whole on one thread as well as on many.
   virtual bool prefers_side_by_side() const { return false; }
 
   // ---- lanes: fork/join inside a step ---------------------------------------

@@ -24,9 +24,11 @@ namespace mlp {
 enum class NodeKind { kGemm, kKernel };
 
 struct PlanNode {
-  std::string name;       // as bench --kernels and the NVTX range print it
-  int lane = 0;           // 0: compute stream (the dX chain); 1: side lane
-  std::vector<int> deps;  // earlier nodes whose output this node reads or overwrites
+  std::string name;  // as bench --kernels and the NVTX range print it
+  int lane = 0;      // 0: compute stream (the dX chain); 1: side lane
+  // Earlier nodes whose output this node reads or overwrites, or that read what
+  // it overwrites (Adam: its weights' last reader).
+  std::vector<int> deps;
   NodeKind kind = NodeKind::kKernel;
   double flops = 0;  // per run, for achieved GFLOP/s (GEMMs)
   double bytes = 0;  // per run, minimum DRAM traffic, for achieved GB/s (kernels)
@@ -63,7 +65,9 @@ class StepPlan {
   //   beside it: on 2 cores Adam took as long as on 1 (it is bound by memory
   //   bandwidth), so beside a GEMM it costs almost nothing. A node that
   //   depends on a deferred one, or the end of the plan, runs the deferred
-  //   nodes first, on their own.
+  //   nodes first, on their own. Moving a node later is safe because deps
+  //   also name the earlier readers of what a node overwrites (Adam lists
+  //   its weights' last reader), not only the writers of what it reads.
   struct Group {
     std::vector<int> first, beside;
   };
