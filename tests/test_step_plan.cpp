@@ -45,6 +45,15 @@ bool ordered(const StepPlan& plan, int before, int after) {
   return false;
 }
 
+// A batch as Net's input buffer holds it: batch x inputs pixel bytes, then batch labels.
+std::vector<uint8_t> random_batch(Pcg32& rng, int64_t batch, int64_t inputs) {
+  std::vector<uint8_t> host(static_cast<std::size_t>(batch * (inputs + 1)));
+  for (std::size_t i = 0; i < host.size(); ++i)
+    host[i] = static_cast<uint8_t>(i < static_cast<std::size_t>(batch * inputs) ? rng.below(256)
+                                                                                : rng.below(10));
+  return host;
+}
+
 struct Net {
   std::unique_ptr<Backend> be;
   Buffer input, metrics;
@@ -114,10 +123,7 @@ TEST(StepPlan, PlanStepGivesTheSameBitsOnAnyThreadCount) {
       net.model.set_params(initial_params(net.model.layout(), InitScheme::kHe, 5));
       Pcg32 rng(21, 3);
       for (int step = 0; step < 3; ++step) {
-        std::vector<uint8_t> host(static_cast<std::size_t>(batch * (sizes[0] + 1)));
-        for (std::size_t i = 0; i < host.size(); ++i)
-          host[i] = static_cast<uint8_t>(
-              i < static_cast<std::size_t>(batch * sizes[0]) ? rng.below(256) : rng.below(10));
+        const std::vector<uint8_t> host = random_batch(rng, batch, sizes[0]);
         net.be->upload(net.input.data(), host.data(), host.size());
         net.model.train_step(net.images(), net.labels(), batch, net.metrics.as<double>());
       }
@@ -378,10 +384,7 @@ TEST(StepPlan, PlanStepEqualsSequentialStepBitwise) {
   b.model.set_params(init);
   Pcg32 rng(11, 3);
   for (int step = 0; step < 4; ++step) {
-    std::vector<uint8_t> host(static_cast<std::size_t>(batch * (sizes[0] + 1)));
-    for (std::size_t i = 0; i < host.size(); ++i)
-      host[i] = static_cast<uint8_t>(
-          i < static_cast<std::size_t>(batch * sizes[0]) ? rng.below(256) : rng.below(10));
+    const std::vector<uint8_t> host = random_batch(rng, batch, sizes[0]);
     for (Net* net : {&a, &b}) net->be->upload(net->input.data(), host.data(), host.size());
     a.model.train_step(a.images(), a.labels(), batch, a.metrics.as<double>());
     b.model.forward(b.images(), batch);
