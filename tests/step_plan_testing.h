@@ -1,0 +1,44 @@
+// Helpers for the step-plan tests (test_step_plan.cpp, test_cpu_schedule.cpp):
+// a Model on a CPU backend with its input and metrics buffers, and random
+// batches in that input's layout.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "mlp/backend.h"
+#include "mlp/model.h"
+#include "mlp/rng.h"
+#include "mlp/step_plan.h"
+
+namespace mlp::testing {
+
+// A batch as Net's input buffer holds it: batch x inputs pixel bytes, then batch labels.
+inline std::vector<uint8_t> random_batch(Pcg32& rng, int64_t batch, int64_t inputs) {
+  std::vector<uint8_t> host(static_cast<std::size_t>(batch * (inputs + 1)));
+  for (std::size_t i = 0; i < host.size(); ++i)
+    host[i] = static_cast<uint8_t>(i < static_cast<std::size_t>(batch * inputs) ? rng.below(256)
+                                                                                : rng.below(10));
+  return host;
+}
+
+struct Net {
+  std::unique_ptr<Backend> be;
+  Buffer input, metrics;
+  Model model;
+  explicit Net(std::vector<int64_t> sizes, int64_t batch = 100, int threads = 1,
+               CpuGemm gemm = CpuGemm::kDefault)
+      : be(make_cpu_backend({threads, gemm})),
+        model(*be, std::move(sizes), batch, AdamHyper{}, false) {
+    input = be->alloc(static_cast<std::size_t>(batch * (model.inputs() + 1)));
+    metrics = be->alloc(kMetricCount * sizeof(double));
+  }
+  const uint8_t* images() const { return input.as<uint8_t>(); }
+  const uint8_t* labels() const { return images() + model.max_batch() * model.inputs(); }
+  StepPlan plan(int64_t batch) {
+    return model.train_plan(images(), labels(), batch, metrics.as<double>());
+  }
+};
+
+}  // namespace mlp::testing
