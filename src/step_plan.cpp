@@ -130,10 +130,13 @@ void StepPlan::run_side_by_side(Backend& be) const {
 }
 
 void StepPlan::run(Backend& be) const {
-  if (be.prefers_side_by_side()) {
+  if (be.prefers_side_by_side())
     run_side_by_side(be);
-    return;
-  }
+  else
+    run_on_lanes(be);
+}
+
+void StepPlan::run_on_lanes(Backend& be) const {
   const int n = static_cast<int>(nodes_.size());
   // Which nodes another lane waits for: only those get an event after them.
   std::vector<char> signals(n, 0);

@@ -65,8 +65,8 @@ TEST(StepPlan, PlanStepGivesTheSameBitsOnAnyThreadCount) {
 }
 
 // On the CPU (prefers_side_by_side) run() follows side_by_side_schedule():
-// nodes in order, no lanes selected (the fork/join loop is CUDA's, tested in
-// tests/cuda/test_cuda_step_plan.cpp).
+// nodes in order, no lanes selected (the lane loop: test_step_plan.cpp's
+// RunOnLanesIssuesNodesInOrderAndEndsOnLaneZero).
 TEST(StepPlan, RunOnTheCpuIssuesNodesInOrderWithoutLanes) {
   auto be = make_cpu_backend({1});
   StepPlan plan;
@@ -125,6 +125,7 @@ TEST(StepPlan, CpuScheduleRunsAdamBesideTheLoneGemm) {
       EXPECT_TRUE(earlier_group || earlier_in_part)
           << plan.nodes()[d].name << " before " << plan.nodes()[i].name;
     }
+  ASSERT_GE(groups.size(), 10u) << ::testing::PrintToString(groups);
   const std::vector<std::string> tail(groups.end() - 10, groups.end());
   EXPECT_EQ(tail,
             (std::vector<std::string>{

@@ -134,6 +134,26 @@ TEST(StepPlan, BookkeepingOnHandMadePlans) {
 
 // ---- the fused ops' CPU references ---------------------------------------------
 
+// The lane loop (what CUDA runs), driven on the CPU backend, whose lanes are
+// only bookkeeping: nodes in index order, each on its lane, ending on lane 0.
+TEST(StepPlan, RunOnLanesIssuesNodesInOrderAndEndsOnLaneZero) {
+  auto be = make_cpu_backend({1});
+  StepPlan plan;
+  std::vector<std::pair<std::string, int>> seen;
+  const auto node = [&](std::string name, int lane, std::vector<int> deps) {
+    return PlanNode{
+        name, lane, std::move(deps), NodeKind::kKernel, 0, 1, [&seen, name, b = be.get()] {
+          seen.emplace_back(name, b->lane());
+        }};
+  };
+  plan.add(node("a", 0, {}));
+  plan.add(node("b", 1, {0}));
+  plan.add(node("c", 0, {}));
+  plan.run_on_lanes(*be);
+  EXPECT_EQ(seen, (std::vector<std::pair<std::string, int>>{{"a", 0}, {"b", 1}, {"c", 0}}));
+  EXPECT_EQ(be->lane(), 0);
+}
+
 TEST(StepOps, ReluBackwardBiasGradIsReluBackwardThenBiasGrad) {
   auto be = make_cpu_backend({2});
   const int64_t rows = 37, cols = 13;

@@ -47,12 +47,14 @@ class StepPlan {
   // The longest chain by weight (weight[i]: node i's time), its total in *total;
   // returns the node indices along it, first to last.
   std::vector<int> critical_path(const std::vector<double>& weight, double* total) const;
+  // Runs the step on `be`: on its lanes (run_on_lanes), or, where the backend
+  // prefers side-by-side work (Backend::prefers_side_by_side: the CPU), in the
+  // order of side_by_side_schedule(), without lanes.
+  void run(Backend& be) const;
   // Issues every node on `be` in index order (a valid topological order):
   // forks lane 1 from lane 0, waits across lanes only where a dependency
   // crosses and is not already covered, joins lane 1 back, ends on lane 0.
-  // Where the backend prefers side-by-side work (Backend::prefers_side_by_side:
-  // the CPU) it runs side_by_side_schedule() instead, without lanes.
-  void run(Backend& be) const;
+  void run_on_lanes(Backend& be) const;
 
   // The CPU's schedule: groups of nodes run in order; a group with a `beside`
   // part runs its two parts through Backend::run_side_by_side, each part's

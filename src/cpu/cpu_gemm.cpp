@@ -131,8 +131,7 @@ thread_local bool t_whole_gemms = false;
 
 }  // namespace
 
-WholeGemms::WholeGemms() : was_(t_whole_gemms) { t_whole_gemms = true; }
-WholeGemms::~WholeGemms() { t_whole_gemms = was_; }
+WholeGemms::WholeGemms() : on_(t_whole_gemms) {}
 
 std::string onednn_version() {
 #ifdef MLP_WITH_ONEDNN

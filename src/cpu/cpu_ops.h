@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/scoped_flag.h"
 #include "cpu/thread_pool.h"
 #include "mlp/backend.h"
 
@@ -31,12 +32,9 @@ inline constexpr int64_t kGemmColumnBlocks = 4;
 class WholeGemms {
  public:
   WholeGemms();
-  ~WholeGemms();
-  WholeGemms(const WholeGemms&) = delete;
-  WholeGemms& operator=(const WholeGemms&) = delete;
 
  private:
-  bool was_;
+  ScopedFlag on_;
 };
 
 // lib: kDefault resolves as resolve_cpu_gemm does.

@@ -14,6 +14,8 @@
 #include <climits>
 #include <csignal>
 
+#include "cpu/scoped_flag.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define MLP_CPU_RELAX() _mm_pause()
@@ -59,20 +61,8 @@ bool spin_until(const Pred& pred) {
   }
 }
 
+// True on this thread while it runs a task (ScopedFlag marks it).
 thread_local bool t_inside_task = false;
-
-// Marks this thread as running a task for the guard's lifetime (an exception
-// from a task leaves the mark right).
-class InsideTask {
- public:
-  InsideTask() : was_(t_inside_task) { t_inside_task = true; }
-  ~InsideTask() { t_inside_task = was_; }
-  InsideTask(const InsideTask&) = delete;
-  InsideTask& operator=(const InsideTask&) = delete;
-
- private:
-  bool was_;
-};
 
 constexpr uint32_t generation_of(uint64_t job) { return static_cast<uint32_t>(job >> 32); }
 constexpr int tasks_of(uint64_t job) { return static_cast<int>((job >> 16) & 0xffff); }
@@ -106,7 +96,7 @@ bool ThreadPool::run_one_claimed(uint32_t* generation) {
   const int tasks = tasks_of(job);
   if (index_of(job) >= tasks) return false;
   {
-    const InsideTask mark;
+    const ScopedFlag mark(t_inside_task);
     thunk_(fn_, index_of(job));
   }
   const uint32_t done = done_.fetch_add(1) + 1;  // seq_cst: pairs with caller_waiting_
@@ -117,7 +107,7 @@ bool ThreadPool::run_one_claimed(uint32_t* generation) {
 void ThreadPool::run_erased(int tasks, Thunk thunk, const void* fn) {
   const Clock::time_point t0 = Clock::now();
   if (t0 < serial_until_) {  // backing off: the caller alone, same tasks
-    const InsideTask mark;
+    const ScopedFlag mark(t_inside_task);
     for (int t = 0; t < tasks; ++t) thunk(fn, t);
     ++serial_runs_;
     return;
