@@ -20,6 +20,19 @@ void check_mat(const char* op, const char* name, const float* data, int64_t rows
   if (data == nullptr) fail(op, fmt::format("{} is null", name));
 }
 
+void check_gemm(const char* op, Trans ta, Trans tb, CMat a, CMat b, Mat c) {
+  check_mat(op, "a", a.data, a.rows, a.cols);
+  check_mat(op, "b", b.data, b.rows, b.cols);
+  check_mat(op, "c", c.data, c.rows, c.cols);
+  const int64_t m = ta == Trans::kNo ? a.rows : a.cols;
+  const int64_t ka = ta == Trans::kNo ? a.cols : a.rows;
+  const int64_t kb = tb == Trans::kNo ? b.rows : b.cols;
+  const int64_t n = tb == Trans::kNo ? b.cols : b.rows;
+  if (ka != kb || c.rows != m || c.cols != n)
+    fail(op,
+         fmt::format("op(a) is {}x{}, op(b) is {}x{}, c is {}x{}", m, ka, kb, n, c.rows, c.cols));
+}
+
 }  // namespace
 
 Buffer Backend::alloc(std::size_t bytes) {
@@ -59,16 +72,7 @@ uint64_t Backend::download_async(void* dst, const void* src, std::size_t bytes) 
 }
 
 void Backend::gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) {
-  check_mat("gemm", "a", a.data, a.rows, a.cols);
-  check_mat("gemm", "b", b.data, b.rows, b.cols);
-  check_mat("gemm", "c", c.data, c.rows, c.cols);
-  const int64_t m = ta == Trans::kNo ? a.rows : a.cols;
-  const int64_t ka = ta == Trans::kNo ? a.cols : a.rows;
-  const int64_t kb = tb == Trans::kNo ? b.rows : b.cols;
-  const int64_t n = tb == Trans::kNo ? b.cols : b.rows;
-  if (ka != kb || c.rows != m || c.cols != n)
-    fail("gemm",
-         fmt::format("op(a) is {}x{}, op(b) is {}x{}, c is {}x{}", m, ka, kb, n, c.rows, c.cols));
+  check_gemm("gemm", ta, tb, a, b, c);
   if (!gemm_spans_) {
     gemm_impl(ta, tb, alpha, a, b, beta, c);
     return;
@@ -76,6 +80,39 @@ void Backend::gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, 
   const uint64_t from = record_timestamp();
   gemm_impl(ta, tb, alpha, a, b, beta, c);
   gemm_spans_->push_back({from, record_timestamp()});
+}
+
+std::vector<int64_t> Backend::gemm_row_blocks(Trans ta, Trans tb, CMat a, CMat b, Mat c) const {
+  check_gemm("gemm_row_blocks", ta, tb, a, b, c);
+  std::vector<int64_t> rows = gemm_row_blocks_impl(ta, tb, a, b, c);
+  for (std::size_t i = 1; i < rows.size(); ++i)
+    if (rows[i] <= rows[i - 1])
+      fail("gemm_row_blocks", fmt::format("row bounds not increasing at {}", i));
+  if (rows.size() < 2 || rows.front() != 0 || rows.back() != c.rows)
+    fail("gemm_row_blocks", fmt::format("row bounds do not cover the {} rows of c", c.rows));
+  return rows;
+}
+
+std::vector<int64_t> Backend::gemm_row_blocks_impl(Trans, Trans, CMat, CMat, Mat c) const {
+  return {0, c.rows};
+}
+
+void Backend::gemm_rows(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+                        int64_t row_begin, int64_t row_end) {
+  check_gemm("gemm_rows", ta, tb, a, b, c);
+  if (row_begin < 0 || row_begin >= row_end || row_end > c.rows)
+    fail("gemm_rows",
+         fmt::format("rows [{}, {}) outside the {} rows of c", row_begin, row_end, c.rows));
+  gemm_rows_impl(ta, tb, alpha, a, b, beta, c, row_begin, row_end);
+}
+
+void Backend::gemm_rows_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+                             int64_t row_begin, int64_t row_end) {
+  // One block (gemm_row_blocks_impl's default): the whole GEMM.
+  if (row_begin != 0 || row_end != c.rows)
+    fail("gemm_rows",
+         fmt::format("rows [{}, {}) are not a block of this backend's GEMM", row_begin, row_end));
+  gemm_impl(ta, tb, alpha, a, b, beta, c);
 }
 
 void Backend::u8_to_float(const uint8_t* in, Mat out, bool binarize) {
@@ -201,6 +238,20 @@ void Backend::run_side_by_side_impl(const std::function<void()>& first,
                                     const std::function<void()>& second) {
   first();
   second();
+}
+
+void Backend::run_beside_pieces(const std::function<void()>& work, int count,
+                                const std::function<void(int)>& piece) {
+  if (count < 0) fail("run_beside_pieces", fmt::format("{} pieces", count));
+  // Pieces run on two threads at once: their timestamps would interleave.
+  if (gemm_spans_) fail("run_beside_pieces", "not while GEMM spans are recorded");
+  run_beside_pieces_impl(work, count, piece);
+}
+
+void Backend::run_beside_pieces_impl(const std::function<void()>& work, int count,
+                                     const std::function<void(int)>& piece) {
+  work();
+  for (int i = 0; i < count; ++i) piece(i);
 }
 
 void Backend::select_lane(int lane) {

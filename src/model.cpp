@@ -196,9 +196,8 @@ void Model::backward(const uint8_t* labels, int64_t batch, double* metrics) {
                Mat{g + layout_.weight_offset(l), in, out});
     };
     if (l == 0) {  // no gradient for the input images
-      // One part of a side-by-side run, as the plan runs it on the CPU (beside
-      // the deferred Adam updates; StepPlan::side_by_side_schedule): the same bits.
-      be_.run_side_by_side([] {}, dw);
+      // In the backend's blocks, as the plan's pieces compute it (the same bits).
+      dw();
       be_.bias_grad(dy, g + layout_.bias_offset(l));
       break;
     }
@@ -253,15 +252,27 @@ StepPlan Model::train_plan(const uint8_t* images, const uint8_t* labels, int64_t
   const auto f = [](int64_t n) { return static_cast<double>(n); };
   const auto gemm_flops = [&](int64_t m, int64_t n, int64_t k) { return 2.0 * f(m) * f(n) * f(k); };
   StepPlan plan;
+  // A node's optional pieces (PlanNode::pieces): how many, each one's work,
+  // and the node it follows piece by piece.
+  struct Pieces {
+    int count = 0;
+    std::function<void(int)> run;
+    int follows = -1;
+  };
+  const auto add = [&](std::string name, NodeKind kind, int lane, std::vector<int> deps,
+                       double flops, double bytes, std::function<void()> run, Pieces pieces) {
+    return plan.add({std::move(name), lane, std::move(deps), kind, flops, bytes, std::move(run),
+                     pieces.count, std::move(pieces.run), pieces.follows});
+  };
   const auto kernel = [&](std::string name, int lane, std::vector<int> deps, double bytes,
-                          std::function<void()> run) {
-    return plan.add(
-        {std::move(name), lane, std::move(deps), NodeKind::kKernel, 0.0, bytes, std::move(run)});
+                          std::function<void()> run, Pieces pieces = {}) {
+    return add(std::move(name), NodeKind::kKernel, lane, std::move(deps), 0.0, bytes,
+               std::move(run), std::move(pieces));
   };
   const auto gemm = [&](std::string name, int lane, std::vector<int> deps, double flops,
-                        std::function<void()> run) {
-    return plan.add(
-        {std::move(name), lane, std::move(deps), NodeKind::kGemm, flops, 0.0, std::move(run)});
+                        std::function<void()> run, Pieces pieces = {}) {
+    return add(std::move(name), NodeKind::kGemm, lane, std::move(deps), flops, 0.0, std::move(run),
+               std::move(pieces));
   };
 
   // Forward: lane 0, each node reading the previous one's output.
@@ -305,10 +316,24 @@ StepPlan Model::train_plan(const uint8_t* images, const uint8_t* labels, int64_t
     const Mat dy{dys_[l].as<float>(), batch, out};
     const CMat a = act(l, batch);
     const Mat dw{g + layout_.weight_offset(l), in, out};
+    // Layer 0's dW has no dX to pair with: on a backend that computes it in
+    // blocks of rows (the CPU), each block is a piece, and its Adam below
+    // follows block by block (StepPlan::side_by_side_schedule). The layers
+    // above run their dW whole beside their dX, so they take no pieces.
+    const std::vector<int64_t> rows = l == 0
+                                          ? be_.gemm_row_blocks(Trans::kYes, Trans::kNo, a, dy, dw)
+                                          : std::vector<int64_t>{0, in};
+    const int blocks = static_cast<int>(rows.size()) - 1;
+    Pieces dw_pieces;
+    if (blocks > 1)
+      dw_pieces = {blocks, [=](int i) {
+                     be_.gemm_rows(Trans::kYes, Trans::kNo, 1.0f, a, dy, 0.0f, dw, rows[i],
+                                   rows[i + 1]);
+                   }};
     // dW = A^T dY on the side lane, as soon as dY is final.
-    const int dw_node =
-        gemm(fmt::format("dw_gemm{}", l), kSide, {dy_ready}, gemm_flops(in, out, batch),
-             [=] { be_.gemm(Trans::kYes, Trans::kNo, 1.0f, a, dy, 0.0f, dw); });
+    const int dw_node = gemm(
+        fmt::format("dw_gemm{}", l), kSide, {dy_ready}, gemm_flops(in, out, batch),
+        [=] { be_.gemm(Trans::kYes, Trans::kNo, 1.0f, a, dy, 0.0f, dw); }, dw_pieces);
     int last_reader = dw_node;  // of W_l: the forward GEMM long before, then dX below
     if (l > 0) {
       // dA = dY W^T on lane 0, then ReLU backward + the bias gradient of layer l-1.
@@ -331,8 +356,20 @@ StepPlan Model::train_plan(const uint8_t* images, const uint8_t* labels, int64_t
     float* pl = p + begin;
     const float* gl = g + begin;
     const OptimizerState* st = optimizer_state();
-    kernel(fmt::format("adam{}", l), kSide, {dw_node, last_reader}, 28.0 * f(end - begin),
-           [=] { be_.adam_update(pl, gl, m, v, end - begin, st); });
+    // In pieces: Adam over the rows of dW's block i, then (the last piece) over
+    // the bias and the padding after the weights.
+    Pieces adam_pieces;
+    if (blocks > 1)
+      adam_pieces = {blocks + 1,
+                     [=](int i) {
+                       const int64_t from = i < blocks ? rows[i] * out : in * out;
+                       const int64_t to = i < blocks ? rows[i + 1] * out : end - begin;
+                       be_.adam_update(pl + from, gl + from, m + from, v + from, to - from, st);
+                     },
+                     dw_node};
+    kernel(
+        fmt::format("adam{}", l), kSide, {dw_node, last_reader}, 28.0 * f(end - begin),
+        [=] { be_.adam_update(pl, gl, m, v, end - begin, st); }, adam_pieces);
   }
   return plan;
 }

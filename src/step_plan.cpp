@@ -19,6 +19,18 @@ int StepPlan::add(PlanNode node) {
       throw Error(
           ExitCode::kFailure,
           fmt::format("step plan: node {} depends on node {}, not an earlier one", node.name, d));
+  if (node.pieces < 0 || (node.pieces > 0 && !node.run_piece))
+    throw Error(ExitCode::kFailure, fmt::format("step plan: node {} has {} pieces and no run_piece",
+                                                node.name, node.pieces));
+  if (node.pieces_follow >= 0) {
+    const int f = node.pieces_follow;
+    if (node.pieces == 0 || std::find(node.deps.begin(), node.deps.end(), f) == node.deps.end() ||
+        nodes_[f].pieces == 0)
+      throw Error(ExitCode::kFailure,
+                  fmt::format("step plan: node {} follows node {} piece by piece, but one of "
+                              "them has no pieces or it is not a dependency",
+                              node.name, f));
+  }
   nodes_.push_back(std::move(node));
   schedule_.clear();
   return index;
@@ -80,13 +92,16 @@ std::vector<StepPlan::Group> StepPlan::build_side_by_side_schedule() const {
   const int n = static_cast<int>(nodes_.size());
   std::vector<Group> groups;
   std::vector<int> deferred;
+  const auto in = [](const std::vector<int>& v, int x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+  };
   const auto depends_on_deferred = [&](int j) {
     for (int d : nodes_[j].deps)
-      if (std::find(deferred.begin(), deferred.end(), d) != deferred.end()) return true;
+      if (in(deferred, d)) return true;
     return false;
   };
   const auto flush = [&] {
-    for (int d : deferred) groups.push_back({{d}, {}});
+    for (int d : deferred) groups.push_back({{d}, {}, {}});
     deferred.clear();
   };
   for (int i = 0; i < n; ++i) {
@@ -94,15 +109,27 @@ std::vector<StepPlan::Group> StepPlan::build_side_by_side_schedule() const {
     const bool pair = i + 1 < n && pairs_with_next(i);
     if (depends_on_deferred(i) || (pair && depends_on_deferred(i + 1))) flush();
     if (pair) {
-      groups.push_back({{i}, {i + 1}});
+      groups.push_back({{i}, {i + 1}, {}});
       ++i;
     } else if (node.kind == NodeKind::kKernel && node.bytes >= kDeferBytes) {
       deferred.push_back(i);
-    } else if (node.kind == NodeKind::kGemm && !deferred.empty()) {
-      groups.push_back({deferred, {i}});
+    } else if (node.kind == NodeKind::kGemm && node.pieces > 1) {
+      Group g{{}, deferred, {i}};
       deferred.clear();
+      // Followers join while everything they depend on is done before the
+      // group, or is the node they follow piece by piece.
+      while (i + 1 < n && nodes_[i + 1].pieces_follow == g.pieces.back()) {
+        bool ready = true;
+        for (int d : nodes_[i + 1].deps)
+          if (d != nodes_[i + 1].pieces_follow && (in(g.pieces, d) || in(g.beside, d)))
+            ready = false;
+        if (!ready) break;
+        g.pieces.push_back(++i);
+      }
+      groups.push_back(std::move(g));
     } else {
-      groups.push_back({{i}, {}});
+      if (node.kind == NodeKind::kGemm) flush();
+      groups.push_back({{i}, {}, {}});
     }
   }
   flush();
@@ -121,6 +148,16 @@ void StepPlan::run_side_by_side(Backend& be) const {
     };
   };
   for (const Group& g : side_by_side_schedule()) {
+    if (!g.pieces.empty()) {
+      ScopedRange range(be, nodes_[g.pieces.front()].name.c_str());
+      int count = 0;
+      for (int i : g.pieces) count = std::max(count, nodes_[i].pieces);
+      be.run_beside_pieces(run_in_order(g.beside), count, [&](int piece) {
+        for (int i : g.pieces)
+          if (piece < nodes_[i].pieces) nodes_[i].run_piece(piece);
+      });
+      continue;
+    }
     ScopedRange range(be, nodes_[g.first.front()].name.c_str());
     if (g.beside.empty())
       run_in_order(g.first)();

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "mlp/backend.h"
@@ -21,6 +23,18 @@ inline std::vector<uint8_t> random_batch(Pcg32& rng, int64_t batch, int64_t inpu
     host[i] = static_cast<uint8_t>(i < static_cast<std::size_t>(batch * inputs) ? rng.below(256)
                                                                                 : rng.below(10));
   return host;
+}
+
+// A hand-made kernel node (1 byte, no pieces) for plan bookkeeping tests.
+inline PlanNode kernel_node(
+    std::string name, int lane, std::vector<int> deps, std::function<void()> run = [] {}) {
+  PlanNode node;
+  node.name = std::move(name);
+  node.lane = lane;
+  node.deps = std::move(deps);
+  node.bytes = 1;
+  node.run = std::move(run);
+  return node;
 }
 
 struct Net {

@@ -1,7 +1,9 @@
 // Both CPU GEMM routes (oneDNN where built, OpenBLAS) through cpu::gemm against
 // a plain double-precision loop, on odd shapes and the step's own MNIST shapes
 // in every transpose the step uses, and bit-for-bit the same result for 1, 2
-// and 3 pool threads (the pool splits c; no element's sum may depend on that).
+// and 3 pool threads (the pool splits c; no element's sum may depend on that),
+// and for the row blocks computed one by one (Backend::gemm_rows).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
 
@@ -122,6 +124,60 @@ TEST(CpuGemm, WholeGemmsRunOnTheCallingThreadWithTheSameResult) {
     gemm_into(split);
     EXPECT_GT(pool.parallel_runs() + pool.serial_runs(), runs_split) << cpu_gemm_name(lib);
   }
+}
+
+// Backend::gemm_row_blocks / gemm_rows: the blocks of rows gemm() splits c
+// into, each computable alone, in any order, with exactly gemm()'s bits (the
+// step plan's pieces of layer 0's dW); a range that is not a block is refused.
+TEST(CpuGemm, RowBlocksGiveTheBitsOfTheWholeGemm) {
+  const Case cases[] = {
+      {true, false, 784, 500, 100},  // layer 0's dW at batch 100: 16 blocks
+      {true, false, 301, 100, 70},   // odd rows: blocks of at least 48, 8-aligned
+      {false, false, 50, 500, 784},  // fewer than 96 rows: gemm() splits columns
+  };
+  for (const CpuGemm lib : routes())
+    for (int threads : {1, 2}) {
+      const auto be = make_cpu_backend(CpuOptions{threads, lib});
+      for (const Case& c : cases) {
+        const std::size_t na = static_cast<std::size_t>(c.m * c.k);
+        const std::size_t nb = static_cast<std::size_t>(c.k * c.n);
+        const std::size_t nc = static_cast<std::size_t>(c.m * c.n);
+        Buffer a = be->alloc(na * sizeof(float)), b = be->alloc(nb * sizeof(float));
+        Buffer whole = be->alloc(nc * sizeof(float)), pieces = be->alloc(nc * sizeof(float));
+        be->upload(a.data(), random_floats(na, 51).data(), na * sizeof(float));
+        be->upload(b.data(), random_floats(nb, 52).data(), nb * sizeof(float));
+        const CMat am = c.ta ? CMat{a.as<float>(), c.k, c.m} : CMat{a.as<float>(), c.m, c.k};
+        const CMat bm = c.tb ? CMat{b.as<float>(), c.n, c.k} : CMat{b.as<float>(), c.k, c.n};
+        const Trans ta = c.ta ? Trans::kYes : Trans::kNo, tb = c.tb ? Trans::kYes : Trans::kNo;
+        const Mat wm{whole.as<float>(), c.m, c.n}, pm{pieces.as<float>(), c.m, c.n};
+        const std::string what =
+            fmt::format("{} {} threads {}x{}", cpu_gemm_name(lib), threads, c.m, c.n);
+        be->gemm(ta, tb, 1.0f, am, bm, 0.0f, wm);
+        const std::vector<int64_t> rows = be->gemm_row_blocks(ta, tb, am, bm, wm);
+        if (c.m == 784) {
+          EXPECT_EQ(rows.size(), 17u) << what;
+        }
+        if (c.m == 50) {
+          EXPECT_EQ(rows, (std::vector<int64_t>{0, 50})) << what;
+        }
+        for (std::size_t i = rows.size() - 1; i-- > 0;)  // last block first: order is free
+          be->gemm_rows(ta, tb, 1.0f, am, bm, 0.0f, pm, rows[i], rows[i + 1]);
+        std::vector<float> w(nc), p(nc);
+        be->download(w.data(), whole.data(), nc * sizeof(float));
+        be->download(p.data(), pieces.data(), nc * sizeof(float));
+        EXPECT_EQ(0, std::memcmp(w.data(), p.data(), nc * sizeof(float))) << what;
+        if (rows.size() > 2) {
+          EXPECT_TRUE(testing::throws_error(
+              [&] { be->gemm_rows(ta, tb, 1.0f, am, bm, 0.0f, pm, rows[0], rows[2] - 1); },
+              ExitCode::kFailure, {"not a block"}))
+              << what;
+        }
+        EXPECT_TRUE(testing::throws_error(
+            [&] { be->gemm_rows(ta, tb, 1.0f, am, bm, 0.0f, pm, 0, c.m + 1); }, ExitCode::kFailure,
+            {"outside"}))
+            << what;
+      }
+    }
 }
 
 TEST(CpuGemm, NamesParseAndResolve) {

@@ -114,7 +114,7 @@ TEST(StepPlan, EveryHazardIsOrdered) {
 TEST(StepPlan, BookkeepingOnHandMadePlans) {
   StepPlan plan;
   const auto node = [](std::string name, int lane, std::vector<int> deps) {
-    return PlanNode{std::move(name), lane, std::move(deps), NodeKind::kKernel, 0, 1, [] {}};
+    return testing::kernel_node(std::move(name), lane, std::move(deps));
   };
   const int a = plan.add(node("a", 0, {}));
   const int b = plan.add(node("b", 1, {a}));
@@ -141,10 +141,9 @@ TEST(StepPlan, RunOnLanesIssuesNodesInOrderAndEndsOnLaneZero) {
   StepPlan plan;
   std::vector<std::pair<std::string, int>> seen;
   const auto node = [&](std::string name, int lane, std::vector<int> deps) {
-    return PlanNode{
-        name, lane, std::move(deps), NodeKind::kKernel, 0, 1, [&seen, name, b = be.get()] {
-          seen.emplace_back(name, b->lane());
-        }};
+    return testing::kernel_node(name, lane, std::move(deps), [&seen, name, b = be.get()] {
+      seen.emplace_back(name, b->lane());
+    });
   };
   plan.add(node("a", 0, {}));
   plan.add(node("b", 1, {0}));

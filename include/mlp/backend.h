@@ -116,6 +116,15 @@ class Backend {
   // ---- ops ----------------------------------------------------------------
   // c = alpha * op(a) * op(b) + beta * c
   void gemm(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c);
+  // The blocks of whole rows gemm() computes c in, each one library call of
+  // its own: row bounds {0, r1, ..., c.rows}. One block, {0, c.rows}, where the
+  // backend does not split by rows (CUDA: cuBLAS takes the GEMM whole).
+  std::vector<int64_t> gemm_row_blocks(Trans ta, Trans tb, CMat a, CMat b, Mat c) const;
+  // Rows [row_begin, row_end) of gemm(ta, tb, alpha, a, b, beta, c), for one
+  // block of gemm_row_blocks(), with the bits gemm() gives them: a GEMM in
+  // pieces that any thread may compute (run_beside_pieces).
+  void gemm_rows(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+                 int64_t row_begin, int64_t row_end);
   // out = in / 255, or (in > 127 ? 1 : 0) when binarize; in: (rows, cols) uint8
   void u8_to_float(const uint8_t* in, Mat out, bool binarize);
   // z = max(z + bias, 0), bias broadcast over rows; bias: (z.cols)
@@ -173,6 +182,15 @@ class Backend {
   // instead of lanes: the CPU, at every thread count, so that those GEMMs are
   // whole on one thread as well as on many.
   virtual bool prefers_side_by_side() const { return false; }
+  // Runs work() while pieces 0..count-1 (piece(i)) are claimed one at a time:
+  // on the CPU by one core from the start and by the core that ran work() as
+  // soon as work() returns, so a GEMM in row blocks (and Adam over each
+  // block's rows) fills the time work() leaves free. Pieces must be
+  // independent of each other and of work(); each piece's GEMMs are whole on
+  // its thread (gemm_rows). The default (CUDA) runs work(), then every piece in
+  // order. Not while set_gemm_spans is on (that fails).
+  void run_beside_pieces(const std::function<void()>& work, int count,
+                         const std::function<void(int)>& piece);
 
   // ---- lanes: fork/join inside a step ---------------------------------------
   // Ops issue on lane 0 (the compute stream) unless select_lane(1) picked the
@@ -225,6 +243,12 @@ class Backend {
   virtual void gemm_bias_act_impl(CMat x, CMat w, const float* bias, bool relu, Mat out);
   virtual void run_side_by_side_impl(const std::function<void()>& first,
                                      const std::function<void()>& second);
+  virtual std::vector<int64_t> gemm_row_blocks_impl(Trans ta, Trans tb, CMat a, CMat b,
+                                                    Mat c) const;
+  virtual void gemm_rows_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+                              int64_t row_begin, int64_t row_end);
+  virtual void run_beside_pieces_impl(const std::function<void()>& work, int count,
+                                      const std::function<void(int)>& piece);
 
   virtual void select_lane_impl(int /*lane*/) {}
   virtual uint64_t record_lane_event_impl() { return ++lane_events_; }

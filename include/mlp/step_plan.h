@@ -33,6 +33,16 @@ struct PlanNode {
   double flops = 0;  // per run, for achieved GFLOP/s (GEMMs)
   double bytes = 0;  // per run, minimum DRAM traffic, for achieved GB/s (kernels)
   std::function<void()> run;
+  // Optional: the same work as `pieces` parts, run_piece(0 .. pieces-1), that
+  // may run in any order and on any thread and together do exactly what run()
+  // does, bit for bit (layer 0's dW GEMM in its row blocks, Backend::gemm_rows,
+  // and its Adam over each block's rows). 0: not split.
+  int pieces = 0;
+  std::function<void(int)> run_piece;
+  // With pieces: node `pieces_follow` (one of deps) also has pieces, and piece
+  // i of this node reads only piece i of it (i < its pieces) of everything
+  // that node writes, so it may run as soon as that piece is done. -1: none.
+  int pieces_follow = -1;
 };
 
 class StepPlan {
@@ -56,22 +66,31 @@ class StepPlan {
   // crosses and is not already covered, joins lane 1 back, ends on lane 0.
   void run_on_lanes(Backend& be) const;
 
-  // The CPU's schedule: groups of nodes run in order; a group with a `beside`
-  // part runs its two parts through Backend::run_side_by_side, each part's
-  // nodes in order on one thread. Built from the nodes' deps alone (lanes are
-  // a CUDA matter), so every dependency stays ordered:
+  // The CPU's schedule: groups of nodes run in order. A group runs its
+  // `first` nodes in order; with a `beside` part, the two parts side by side
+  // (Backend::run_side_by_side, each part's nodes in order on one thread);
+  // with `pieces`, its nodes' pieces claimed by every thread while one thread
+  // runs the `beside` nodes first (Backend::run_beside_pieces). Built from the
+  // nodes' deps alone (lanes are a CUDA matter), so every dependency stays
+  // ordered:
   // - two adjacent GEMM nodes on different lanes, the second not depending
   //   on the first (a layer's dW and dX), form a pair;
+  // - a GEMM node with pieces (layer 0's dW, 16 row blocks at 784 inputs),
+  //   with the nodes right after it that follow it piece by piece (its Adam),
+  //   forms a pieces group: piece i runs the GEMM's block i, then Adam over
+  //   those rows while they are in cache;
   // - a kernel that streams at least kDeferBytes (Adam over a big layer) is
-  //   deferred until a lone GEMM comes (layer 0's dW) and runs on one core
-  //   beside it: on 2 cores Adam took as long as on 1 (it is bound by memory
-  //   bandwidth), so beside a GEMM it costs almost nothing. A node that
-  //   depends on a deferred one, or the end of the plan, runs the deferred
-  //   nodes first, on their own. Moving a node later is safe because deps
-  //   also name the earlier readers of what a node overwrites (Adam lists
-  //   its weights' last reader), not only the writers of what it reads.
+  //   deferred until a pieces group comes and runs first on one core there,
+  //   that core joining the pieces when it is done: Adam over the big layers
+  //   on one core while the other starts on the GEMM, instead of both in turn
+  //   on two cores (bound by memory bandwidth, Adam gains less from a second
+  //   core than the GEMM). A node that depends on a deferred one, a GEMM
+  //   without pieces, or the end of the plan runs the deferred nodes first, on
+  //   their own. Moving a node later is safe because deps also name the
+  //   earlier readers of what a node overwrites (Adam lists its weights' last
+  //   reader), not only the writers of what it reads.
   struct Group {
-    std::vector<int> first, beside;
+    std::vector<int> first, beside, pieces;
   };
   static constexpr double kDeferBytes = 1 << 20;
   const std::vector<Group>& side_by_side_schedule() const;

@@ -7,6 +7,8 @@
 #include <cblas.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -98,6 +100,27 @@ class CpuBackend final : public Backend {
   void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) override {
     cpu::gemm(pool_, gemm_, ta, tb, alpha, a, b, beta, c);
   }
+  std::vector<int64_t> gemm_row_blocks_impl(Trans ta, Trans, CMat a, CMat, Mat c) const override {
+    const cpu::GemmSplit split =
+        cpu::gemm_split(c.rows, c.cols, ta == Trans::kNo ? a.cols : a.rows);
+    if (split.by_columns) return {0, c.rows};
+    return split.bounds;
+  }
+  void gemm_rows_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+                      int64_t row_begin, int64_t row_end) override {
+    // Only a block of gemm()'s own split has gemm()'s bits: refuse any other.
+    const std::vector<int64_t> rows = gemm_row_blocks_impl(ta, tb, a, b, c);
+    const auto at = std::find(rows.begin(), rows.end(), row_begin);
+    if (at == rows.end() || at + 1 == rows.end() || at[1] != row_end)
+      throw Error(ExitCode::kFailure,
+                  fmt::format("backend op gemm_rows: rows [{}, {}) are not a block of this "
+                              "GEMM's split ({} blocks of {} rows)",
+                              row_begin, row_end, rows.size() - 1, c.rows));
+    if (rows.size() == 2)  // one block of rows (maybe blocks of columns): gemm() itself
+      cpu::gemm(pool_, gemm_, ta, tb, alpha, a, b, beta, c);
+    else
+      cpu::gemm_rows(gemm_, ta, tb, alpha, a, b, beta, c, row_begin, row_end);
+  }
   void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
     cpu::u8_to_float(pool_, in, out, binarize);
   }
@@ -127,6 +150,18 @@ class CpuBackend final : public Backend {
     pool_.run(2, [&](int i) {
       const cpu::WholeGemms whole;
       (i == 0 ? first : second)();
+    });
+  }
+  // Every thread of the pool claims pieces; one runs work() first. Pieces are
+  // claimed, not assigned, so whichever thread is free takes the next one (a
+  // pool of one: all the pieces, then work()); which thread runs a piece never
+  // changes its bits.
+  void run_beside_pieces_impl(const std::function<void()>& work, int count,
+                              const std::function<void(int)>& piece) override {
+    std::atomic<int> next{0};
+    pool_.run(std::max(2, pool_.size()), [&](int t) {
+      if (t == 1) work();
+      for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) piece(i);
     });
   }
   // The step plan's fused ops (src/cpu/cpu_step_ops.cpp).

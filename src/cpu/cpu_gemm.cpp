@@ -142,6 +142,34 @@ std::string onednn_version() {
 #endif
 }
 
+GemmSplit gemm_split(int64_t m, int64_t n, int64_t k) {
+  // c: (m, n), depth k, split into blocks of whole rows of c (or, below 2 x
+  // kMinGemmRows rows, of columns), each a full-depth sgemm on its own part of
+  // c (no reduction). The blocks depend on the shape alone, never on the pool
+  // size: both libraries can give an element different bits for different
+  // block widths (seen on an AVX2 EPYC; on the AVX-512 Xeon of 2026-12-02 they
+  // did not), so a split by thread count could make results depend on
+  // --threads. Each block packs its operands anew, so few, wide blocks pay: at
+  // batch 100 the forward GEMMs in 2 blocks of rows took 0.93-1.16 ms a step
+  // against 1.10-1.28 for 4 or 8 blocks of columns (bench --kernels, 3
+  // alternating rounds, 2-core Xeon VM). Up to kGemmBlocks blocks (batch 1024:
+  // 16 of 64 rows) serve more cores; layer 0's dW (784 rows) in 16 blocks ran
+  // as fast as whole on one core (344.9 us both, AMD EPYC Zen 5).
+  GemmSplit s;
+  s.by_columns = m < 2 * kMinGemmRows;
+  const int64_t dim = s.by_columns ? n : m, align = s.by_columns ? 16 : 8;
+  const int64_t most = s.by_columns ? kGemmColumnBlocks : m / kMinGemmRows;
+  const int64_t blocks = std::clamp<int64_t>(2 * m * n * k / kMinGemmFlopsPerTask, 1,
+                                             std::min<int64_t>({kGemmBlocks, most, dim / align}));
+  s.bounds.push_back(0);
+  for (int64_t i = 1; i <= blocks; ++i) {
+    const int64_t b =
+        i == blocks ? dim : std::min(dim, (dim * i / blocks + align - 1) / align * align);
+    if (b > s.bounds.back()) s.bounds.push_back(b);
+  }
+  return s;
+}
+
 void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,
           float beta, Mat c) {
   lib = resolve_cpu_gemm(lib);
@@ -149,40 +177,32 @@ void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a
   std::optional<SignalsBlocked> no_signals;
   if (lib == CpuGemm::kOnednn) no_signals.emplace();
 #endif
-  // c: (m, n) = op(a): (m, k) * op(b): (k, n), split into blocks of whole
-  // rows of c (or, below 2 x kMinGemmRows rows, of columns), each a full-depth
-  // sgemm on its own part of c (no reduction). The blocks depend on the shape
-  // alone, never on the pool size: both libraries can give an element
-  // different bits for different block widths (seen on an AVX2 EPYC; on the
-  // AVX-512 Xeon of 2026-12-02 they did not), so a split by thread count could
-  // make results depend on --threads. Each block packs its operands anew, so
-  // few, wide blocks pay: at batch 100 the forward GEMMs in 2 blocks of rows
-  // took 0.93-1.16 ms a step against 1.10-1.28 for 4 or 8 blocks of columns
-  // (bench --kernels, 3 alternating rounds, 2-core Xeon VM). Up to kGemmBlocks
-  // blocks (batch 1024: 16 of 64 rows) serve more cores. A layer's dW and dX
-  // are not split at all: they run side by side, one whole GEMM per core
-  // (WholeGemms, CpuBackend::run_side_by_side_impl).
+  // A layer's dW and dX are not split at all: they run side by side, one
+  // whole GEMM per core (WholeGemms, CpuBackend::run_side_by_side_impl).
   const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
-  const bool by_columns = m < 2 * kMinGemmRows;
-  const int64_t dim = by_columns ? n : m, align = by_columns ? 16 : 8;
-  const int64_t most = by_columns ? kGemmColumnBlocks : m / kMinGemmRows;
-  const int64_t blocks = std::clamp<int64_t>(2 * m * n * k / kMinGemmFlopsPerTask, 1,
-                                             std::min<int64_t>({kGemmBlocks, most, dim / align}));
+  const GemmSplit split = gemm_split(m, n, k);
+  const int blocks = static_cast<int>(split.bounds.size()) - 1;
   if (blocks <= 1 || t_whole_gemms) {
     gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, 0, n);
     return;
   }
-  const auto bound = [&](int64_t i) {
-    return i == blocks ? dim : std::min(dim, (dim * i / blocks + align - 1) / align * align);
-  };
-  pool.run(static_cast<int>(blocks), [&](int i) {
-    const int64_t b0 = bound(i), b1 = bound(i + 1);
-    if (b0 >= b1) return;
-    if (by_columns)
+  pool.run(blocks, [&](int i) {
+    const int64_t b0 = split.bounds[i], b1 = split.bounds[i + 1];
+    if (split.by_columns)
       gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, b0, b1);
     else
       gemm_block(lib, ta, tb, alpha, a, b, beta, c, b0, b1, 0, n);
   });
+}
+
+void gemm_rows(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+               int64_t row_begin, int64_t row_end) {
+  lib = resolve_cpu_gemm(lib);
+#ifdef MLP_WITH_ONEDNN
+  std::optional<SignalsBlocked> no_signals;
+  if (lib == CpuGemm::kOnednn) no_signals.emplace();
+#endif
+  gemm_block(lib, ta, tb, alpha, a, b, beta, c, row_begin, row_end, 0, c.cols);
 }
 
 }  // namespace cpu

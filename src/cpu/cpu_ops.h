@@ -37,9 +37,21 @@ class WholeGemms {
   ScopedFlag on_;
 };
 
+// How gemm() splits c (m x n, depth k) when GEMMs are not whole: blocks of
+// whole rows (or, by_columns, of whole columns) between consecutive bounds,
+// {0, ..., m or n}; one block when it does not split. Fixed by the shape.
+struct GemmSplit {
+  bool by_columns = false;
+  std::vector<int64_t> bounds;
+};
+GemmSplit gemm_split(int64_t m, int64_t n, int64_t k);
 // lib: kDefault resolves as resolve_cpu_gemm does.
 void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,
           float beta, Mat c);
+// Rows [row_begin, row_end) of c only, as one single-threaded library call:
+// for a block of gemm_split's rows, the bits gemm() gives those rows.
+void gemm_rows(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
+               int64_t row_begin, int64_t row_end);
 // "2.6.0" (the oneDNN library loaded), or "" without oneDNN.
 std::string onednn_version();
 void u8_to_float(ThreadPool& pool, const uint8_t* in, Mat out, bool binarize);
