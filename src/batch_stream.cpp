@@ -8,13 +8,14 @@
 
 namespace mlp {
 
-BatchStream::BatchStream(Backend& backend, const Dataset& data, int64_t batch)
+BatchStream::BatchStream(Backend& backend, const Dataset& data, int64_t batch, Staging staging)
     : be_(backend),
       data_(data),
       batch_(batch),
-      slot_bytes_(static_cast<std::size_t>(batch * (data.pixels() + 1))) {
+      slot_bytes_(static_cast<std::size_t>(batch * (data.pixels() + 1))),
+      staging_(staging) {
   for (auto& s : slots_) s.host = be_.alloc_host(slot_bytes_);
-  loader_ = std::thread([this] { loader_main(); });
+  if (staging_ == Staging::kLoaderThread) loader_ = std::thread([this] { loader_main(); });
 }
 
 BatchStream::~BatchStream() {
@@ -23,7 +24,7 @@ BatchStream::~BatchStream() {
     stop_ = true;
   }
   cv_.notify_all();
-  loader_.join();
+  if (loader_.joinable()) loader_.join();
 }
 
 void BatchStream::start_epoch(std::vector<uint32_t> order, int64_t steps) {
@@ -44,6 +45,11 @@ const uint8_t* BatchStream::acquire() {
   std::unique_lock<std::mutex> lock(mu_);
   if (consumed_ >= steps_) throw Error(ExitCode::kFailure, "BatchStream: epoch exhausted");
   Slot& s = slots_[consumed_ % kSlots];
+  if (staging_ == Staging::kOnAcquire) {
+    be_.wait_fence(s.fence);  // the previous upload from this slot has finished
+    gather(consumed_, s.host.as<uint8_t>());
+    s.full = true;
+  }
   cv_.wait(lock, [&] { return s.full; });
   return s.host.as<uint8_t>();
 }

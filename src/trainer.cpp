@@ -41,7 +41,12 @@ Trainer::Trainer(Backend& backend, Model& model, const Dataset& train, const Dat
     throw usage_error(fmt::format("--batch-size {} is larger than the training set ({} samples)",
                                   opt_.batch_size, train_.count));
   if (test && opt_.evaluate) test_dev_ = std::make_unique<DeviceDataset>(be_, *test);
-  stream_ = std::make_unique<BatchStream>(be_, train_, opt_.batch_size);
+  // On the CPU the batch is gathered on the training thread itself: a loader
+  // thread there only takes a core from the step (see mlp/batch_stream.h).
+  stream_ = std::make_unique<BatchStream>(be_, train_, opt_.batch_size,
+                                          be_.kind() == BackendKind::kCpu
+                                              ? BatchStream::Staging::kOnAcquire
+                                              : BatchStream::Staging::kLoaderThread);
   const auto slot_bytes = static_cast<std::size_t>(opt_.batch_size * (train_.pixels() + 1));
   for (auto& in : inputs_) in = be_.alloc(slot_bytes);
   metrics_ = be_.alloc(kMetricCount * sizeof(double));

@@ -1,10 +1,12 @@
-// BatchStream: the loader thread must stage exactly the permuted samples,
-// images then labels, batch after batch, across epochs, including an epoch
-// restarted before the previous one was drained. Driven like the trainer:
-// acquire -> upload_async -> release(fence).
+// BatchStream: the loader thread (or, Staging::kOnAcquire, acquire() itself)
+// must stage exactly the permuted samples, images then labels, batch after
+// batch, across epochs, including an epoch restarted before the previous one
+// was drained. Driven like the trainer: acquire -> upload_async ->
+// release(fence). Every test runs in both staging modes.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
 
 #include "mlp/batch_stream.h"
 #include "mlp/rng.h"
@@ -43,11 +45,13 @@ Dataset numbered(int64_t count, int64_t rows, int64_t cols) {
   return ::testing::AssertionSuccess();
 }
 
-TEST(BatchStream, DeliversThePermutedSamplesAcrossEpochs) {
+class BatchStreamStaging : public ::testing::TestWithParam<BatchStream::Staging> {};
+
+TEST_P(BatchStreamStaging, DeliversThePermutedSamplesAcrossEpochs) {
   const Dataset ds = numbered(53, 3, 5);
   auto be = make_cpu_backend(CpuOptions{1});
   constexpr int64_t kBatch = 8;
-  BatchStream stream(*be, ds, kBatch);
+  BatchStream stream(*be, ds, kBatch, GetParam());
   ASSERT_EQ(stream.slot_bytes(), static_cast<std::size_t>(kBatch * (15 + 1)));
   ASSERT_EQ(stream.batch(), kBatch);
   Buffer dev = be->alloc(stream.slot_bytes());
@@ -69,12 +73,12 @@ TEST(BatchStream, DeliversThePermutedSamplesAcrossEpochs) {
   }
 }
 
-TEST(BatchStream, RestartingAnEpochEarlyDeliversTheNewOrder) {
+TEST_P(BatchStreamStaging, RestartingAnEpochEarlyDeliversTheNewOrder) {
   // A stopped epoch leaves staged batches behind; the next start_epoch must
   // discard them and stage the new order from its first batch.
   const Dataset ds = numbered(64, 4, 4);
   auto be = make_cpu_backend(CpuOptions{1});
-  BatchStream stream(*be, ds, 4);
+  BatchStream stream(*be, ds, 4, GetParam());
   for (int round = 0; round < 20; ++round) {
     const auto a = epoch_permutation(3, 2 * round, 64);
     const auto b = epoch_permutation(3, 2 * round + 1, 64);
@@ -94,10 +98,10 @@ TEST(BatchStream, RestartingAnEpochEarlyDeliversTheNewOrder) {
   }
 }
 
-TEST(BatchStream, AcceptsAnyIndexListAndRejectsAShortOne) {
+TEST_P(BatchStreamStaging, AcceptsAnyIndexListAndRejectsAShortOne) {
   const Dataset ds = numbered(10, 2, 2);
   auto be = make_cpu_backend(CpuOptions{1});
-  BatchStream stream(*be, ds, 3);
+  BatchStream stream(*be, ds, 3, GetParam());
   const std::vector<uint32_t> order{9, 9, 0, 4, 4, 4};  // repeats are allowed
   stream.start_epoch(order, 2);
   for (int64_t step = 0; step < 2; ++step) {
@@ -111,17 +115,27 @@ TEST(BatchStream, AcceptsAnyIndexListAndRejectsAShortOne) {
       ExitCode::kFailure, {"shorter"}));
 }
 
-TEST(BatchStream, DestroysCleanlyMidEpoch) {
-  // The destructor must stop a loader blocked on a full ring.
+TEST_P(BatchStreamStaging, DestroysCleanlyMidEpoch) {
+  // The destructor must stop a loader blocked on a full ring (and, with no
+  // loader, simply let go).
   const Dataset ds = numbered(100, 2, 2);
   auto be = make_cpu_backend(CpuOptions{1});
   for (int i = 0; i < 10; ++i) {
-    BatchStream stream(*be, ds, 2);
+    BatchStream stream(*be, ds, 2, GetParam());
     stream.start_epoch(epoch_permutation(1, i, 100), 50);
     stream.acquire();
   }
   SUCCEED();
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, BatchStreamStaging,
+                         ::testing::Values(BatchStream::Staging::kLoaderThread,
+                                           BatchStream::Staging::kOnAcquire),
+                         [](const ::testing::TestParamInfo<BatchStream::Staging>& p) {
+                           return p.param == BatchStream::Staging::kLoaderThread
+                                      ? std::string("LoaderThread")
+                                      : std::string("OnAcquire");
+                         });
 
 }  // namespace
 }  // namespace mlp
