@@ -7,7 +7,8 @@
 namespace mlp::cli {
 
 Command add_info_command(CLI::App& root) {
-  CLI::App* app = root.add_subcommand("info", "Print the build, the CPU BLAS and the CUDA devices");
+  CLI::App* app =
+      root.add_subcommand("info", "Print the build, the CPU GEMM library and the CUDA devices");
   return {app, [] {
             fmt::print("mnist-mlp {}\n", MLP_VERSION);
             fmt::print("CPU backend: {}\n", make_cpu_backend({})->describe());

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   mlp::install_broken_pipe_handler();
   CLI::App app{
       "mnist-mlp: the TensorFlow tutorial's 784-500-500-500-10 MLP, trained with "
-      "cuBLAS + custom CUDA kernels or on the CPU with OpenBLAS",
+      "cuBLAS + custom CUDA kernels or on the CPU with oneDNN (or OpenBLAS)",
       "mnist-mlp"};
   app.set_version_flag("--version", std::string("mnist-mlp ") + MLP_VERSION);
   app.require_subcommand(1);
