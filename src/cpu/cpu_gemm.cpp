@@ -80,8 +80,9 @@ void hold_onednn_to_this_thread() {
 // (oneDNN issue #4845, fixed in 3.x): a signal handled on that thread then
 // writes its frame over the heap, and a later free() aborts. So no signal is
 // handled on a thread inside oneDNN: the pool's workers block every signal for
-// good (thread_pool.cpp), and the calling thread blocks them for one gemm();
-// one pending is delivered when it returns. Two syscalls per GEMM, ~1 us.
+// good (thread_pool.cpp), and the calling thread blocks them for one gemm() or
+// gemm_rows(); one pending is delivered when it returns. Two syscalls per
+// GEMM, ~1 us.
 class SignalsBlocked {
  public:
   SignalsBlocked() {
@@ -97,6 +98,21 @@ class SignalsBlocked {
   sigset_t old_;
 };
 #endif
+
+// Signals blocked while it lives when `lib` is oneDNN; nothing otherwise.
+class SignalsBlockedFor {
+ public:
+  explicit SignalsBlockedFor([[maybe_unused]] CpuGemm lib) {
+#ifdef MLP_WITH_ONEDNN
+    if (lib == CpuGemm::kOnednn) on_.emplace();
+#endif
+  }
+
+ private:
+#ifdef MLP_WITH_ONEDNN
+  std::optional<SignalsBlocked> on_;
+#endif
+};
 
 // One sgemm on a block of c: rows [r0, r1) and columns [c0, c1) of the result.
 void gemm_block(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
@@ -173,10 +189,7 @@ GemmSplit gemm_split(int64_t m, int64_t n, int64_t k) {
 void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,
           float beta, Mat c) {
   lib = resolve_cpu_gemm(lib);
-#ifdef MLP_WITH_ONEDNN
-  std::optional<SignalsBlocked> no_signals;
-  if (lib == CpuGemm::kOnednn) no_signals.emplace();
-#endif
+  const SignalsBlockedFor no_signals(lib);
   // A layer's dW and dX are not split at all: they run side by side, one
   // whole GEMM per core (WholeGemms, CpuBackend::run_side_by_side_impl).
   const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
@@ -198,10 +211,7 @@ void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a
 void gemm_rows(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
                int64_t row_begin, int64_t row_end) {
   lib = resolve_cpu_gemm(lib);
-#ifdef MLP_WITH_ONEDNN
-  std::optional<SignalsBlocked> no_signals;
-  if (lib == CpuGemm::kOnednn) no_signals.emplace();
-#endif
+  const SignalsBlockedFor no_signals(lib);
   gemm_block(lib, ta, tb, alpha, a, b, beta, c, row_begin, row_end, 0, c.cols);
 }
 
