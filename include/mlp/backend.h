@@ -121,8 +121,9 @@ class Backend {
   // backend does not split by rows (CUDA: cuBLAS takes the GEMM whole).
   std::vector<int64_t> gemm_row_blocks(Trans ta, Trans tb, CMat a, CMat b, Mat c) const;
   // Rows [row_begin, row_end) of gemm(ta, tb, alpha, a, b, beta, c), for one
-  // block of gemm_row_blocks(), with the bits gemm() gives them: a GEMM in
-  // pieces that any thread may compute (run_beside_pieces).
+  // block of gemm_row_blocks(), with the bits gemm() gives them (outside
+  // run_side_by_side, where the CPU takes every GEMM whole): a GEMM in pieces
+  // that any thread may compute (run_beside_pieces). Any other range fails.
   void gemm_rows(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
                  int64_t row_begin, int64_t row_end);
   // out = in / 255, or (in > 127 ? 1 : 0) when binarize; in: (rows, cols) uint8
@@ -178,9 +179,9 @@ class Backend {
   // eager backward's dW and dX).
   void run_side_by_side(const std::function<void()>& first, const std::function<void()>& second);
   // True when StepPlan::run should follow StepPlan::side_by_side_schedule()
-  // (independent GEMMs, and Adam beside a GEMM, through run_side_by_side)
-  // instead of lanes: the CPU, at every thread count, so that those GEMMs are
-  // whole on one thread as well as on many.
+  // (independent GEMMs through run_side_by_side, pieces through
+  // run_beside_pieces) instead of lanes: the CPU, at every thread count, so
+  // that those GEMMs are whole on one thread as well as on many.
   virtual bool prefers_side_by_side() const { return false; }
   // Runs work() while pieces 0..count-1 (piece(i)) are claimed one at a time:
   // on the CPU by one core from the start and by the core that ran work() as

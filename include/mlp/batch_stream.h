@@ -6,8 +6,8 @@
 //
 // Staging::kOnAcquire (the CPU backend) has no loader thread: acquire()
 // gathers the batch on the calling thread. There the device is the same
-// cores, the gather is a ~5 us memcpy, and a loader thread woken once a step
-// preempted a pool thread in the middle of a GEMM: with it, bench ran 2-7%
+// cores, the gather copies ~78 KB, and a loader thread woken once a step
+// competes with the pool's threads for those cores: with it, bench ran 1-7%
 // slower in 6 of 6 alternating rounds (2-core AMD EPYC Zen 5 VM, 2026-12-02).
 #pragma once
 

@@ -4,8 +4,8 @@
 // stream, forked from and joined back to the compute stream, so a captured
 // graph gets the same fork/join), and a dependency that crosses lanes becomes
 // an event record/wait. The CPU runs the same nodes without lanes, in the
-// order of side_by_side_schedule(): independent GEMMs, and Adam beside a GEMM,
-// on two cores at once.
+// order of side_by_side_schedule(): independent GEMMs on two cores at once,
+// and layer 0's dW with its Adam in pieces that both cores claim.
 //
 // The plan is also what `bench --kernels` times node by node and what the tests
 // check: critical_path_nodes() is the longest chain of dependent nodes (data

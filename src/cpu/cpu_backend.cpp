@@ -2,8 +2,9 @@
 // events and fences are plain counters and a "graph" is the step function
 // itself. Threads: one ThreadPool of `threads` splits every op, sgemm
 // included, except a layer's dW and dX, which run side by side, one whole
-// GEMM per core (run_side_by_side_impl); OpenBLAS and oneDNN are held to one
-// thread per call (see cpu/cpu_gemm.cpp and cpu/thread_pool.h).
+// GEMM per core (run_side_by_side_impl), and layer 0's dW, whose row blocks
+// both cores claim (run_beside_pieces_impl); OpenBLAS and oneDNN are held to
+// one thread per call (see cpu/cpu_gemm.cpp and cpu/thread_pool.h).
 #include <cblas.h>
 #include <fmt/format.h>
 
