@@ -141,29 +141,42 @@ const std::vector<StepPlan::Group>& StepPlan::side_by_side_schedule() const {
   return schedule_;
 }
 
-void StepPlan::run_side_by_side(Backend& be) const {
+void StepPlan::run_group(Backend& be, const Group& g) const {
   const auto run_in_order = [this](const std::vector<int>& part) {
     return [this, &part] {
       for (int i : part) nodes_[i].run();
     };
   };
-  for (const Group& g : side_by_side_schedule()) {
-    if (!g.pieces.empty()) {
-      ScopedRange range(be, nodes_[g.pieces.front()].name.c_str());
-      int count = 0;
-      for (int i : g.pieces) count = std::max(count, nodes_[i].pieces);
-      be.run_beside_pieces(run_in_order(g.beside), count, [&](int piece) {
-        for (int i : g.pieces)
-          if (piece < nodes_[i].pieces) nodes_[i].run_piece(piece);
-      });
-      continue;
-    }
-    ScopedRange range(be, nodes_[g.first.front()].name.c_str());
-    if (g.beside.empty())
-      run_in_order(g.first)();
-    else
-      be.run_side_by_side(run_in_order(g.first), run_in_order(g.beside));
+  if (!g.pieces.empty()) {
+    ScopedRange range(be, nodes_[g.pieces.front()].name.c_str());
+    int count = 0;
+    for (int i : g.pieces) count = std::max(count, nodes_[i].pieces);
+    be.run_beside_pieces(run_in_order(g.beside), count, [&](int piece) {
+      for (int i : g.pieces)
+        if (piece < nodes_[i].pieces) nodes_[i].run_piece(piece);
+    });
+    return;
   }
+  ScopedRange range(be, nodes_[g.first.front()].name.c_str());
+  if (g.beside.empty())
+    run_in_order(g.first)();
+  else
+    be.run_side_by_side(run_in_order(g.first), run_in_order(g.beside));
+}
+
+std::string StepPlan::group_name(const Group& g) const {
+  const auto names = [this](const std::vector<int>& part) {
+    std::string out;
+    for (int i : part) out += (out.empty() ? "" : ",") + nodes_[i].name;
+    return out;
+  };
+  if (!g.pieces.empty())
+    return (g.beside.empty() ? "" : names(g.beside) + " beside ") + names(g.pieces) + " in pieces";
+  return g.beside.empty() ? names(g.first) : names(g.first) + " | " + names(g.beside);
+}
+
+void StepPlan::run_side_by_side(Backend& be) const {
+  for (const Group& g : side_by_side_schedule()) run_group(be, g);
 }
 
 void StepPlan::run(Backend& be) const {

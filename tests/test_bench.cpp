@@ -2,7 +2,8 @@
 // timestamp pair per GEMM while set, nothing otherwise), run_bench on the CPU
 // (figures finite and consistent with each other), `mnist-mlp bench --json`
 // end to end (keys, one row per sweep size, CUDA skipped or run as the build
-// allows), and tools/plot writing a PNG. Behaviour, never speed.
+// allows, --kernels' nodes and CPU schedule groups), and tools/plot writing a
+// PNG. Behaviour, never speed.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -200,6 +201,31 @@ TEST(BenchCli, SweepPrintsOneRowPerBatchSize) {
   const nlohmann::json doc = nlohmann::json::parse(j.out);  // outlives the loop below
   for (const auto& row : doc.at("results")) batches.push_back(row.at("batch_size").get<int64_t>());
   EXPECT_EQ(batches, (std::vector<int64_t>{100, 256, 512, 1024, 2048, 4096}));
+}
+
+// bench --kernels --json on the CPU: the nodes, and the schedule's groups
+// (each timed inside the step) whose times add up to groups_us.
+TEST(BenchCli, KernelsJsonHasNodesAndTheCpuSchedulesGroups) {
+  const CommandResult r =
+      cli({"bench", "--device", "cpu", "--synthetic", "--kernels", "--steps", "2", "--warmup", "1",
+           "--repeats", "1", "--hidden", "64,32", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  nlohmann::json j;
+  ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+  ASSERT_EQ(j.at("kernels").size(), 1u) << j.dump(2);
+  const auto& k = j["kernels"][0];
+  EXPECT_EQ(k.at("device"), "cpu");
+  EXPECT_FALSE(k.at("nodes").empty());
+  ASSERT_FALSE(k.at("groups").empty()) << k.dump(2);
+  double sum = 0;
+  for (const auto& g : k["groups"]) {
+    for (const char* key : {"name", "us", "gemm_gflops", "of_peak"})
+      EXPECT_TRUE(g.contains(key)) << "missing key " << key << " in " << g.dump();
+    EXPECT_TRUE(g.at("us").get<double>() >= 0) << g.dump();
+    sum += g.at("us").get<double>();
+  }
+  const double total = k.at("groups_us").get<double>();
+  EXPECT_TRUE(std::abs(sum - total) <= 1e-6 * (1 + total)) << sum << " vs " << total;
 }
 
 TEST(BenchCli, BadFlagsAndUnusableCudaFailWithTheirCodes) {

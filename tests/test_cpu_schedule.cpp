@@ -93,27 +93,16 @@ TEST(StepPlan, RunOnTheCpuIssuesNodesInOrderWithoutLanes) {
 TEST(StepPlan, CpuScheduleRunsLayerZerosDwAndAdamInPiecesBesideTheBigAdams) {
   Net net({784, 500, 500, 500, 10});
   const StepPlan plan = net.plan(100);
-  std::vector<std::string> groups;
+  std::vector<std::string> groups;  // StepPlan::group_name of each
   std::vector<int> seen(plan.nodes().size(), 0);
-  const auto names = [&](const std::vector<int>& part) {
-    std::string out;
-    for (int i : part) {
-      out += (out.empty() ? "" : ",") + plan.nodes()[i].name;
-      ++seen[i];
-    }
-    return out;
-  };
   std::vector<int> order;
   for (const StepPlan::Group& g : plan.side_by_side_schedule()) {
-    if (!g.pieces.empty()) {
-      const std::string beside = names(g.beside);
-      groups.push_back(beside + " beside " + names(g.pieces) + " in pieces");
-    } else {
-      const std::string first = names(g.first);
-      groups.push_back(g.beside.empty() ? first : first + " | " + names(g.beside));
-    }
+    groups.push_back(plan.group_name(g));
     for (const auto* part : {&g.first, &g.beside, &g.pieces})
-      order.insert(order.end(), part->begin(), part->end());
+      for (int i : *part) {
+        ++seen[i];
+        order.push_back(i);
+      }
   }
   for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 1) << plan.nodes()[i].name;
   // Every dependency runs in an earlier group, or earlier in the same part

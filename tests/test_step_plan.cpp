@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 #include <string>
@@ -319,6 +320,31 @@ TEST(KernelTiming, ReportsEveryNodeAndTheCriticalPath) {
   const std::string table = format_kernel_report(r);
   EXPECT_NE(table.find("dw_gemm0"), std::string::npos) << table;
   EXPECT_NE(table.find("critical path"), std::string::npos) << table;
+  // The CPU's schedule, group by group: every node in exactly one group.
+  ASSERT_FALSE(r.groups.empty());
+  std::vector<std::string> grouped, planned;
+  double sum = 0;
+  for (const GroupTiming& g : r.groups) {
+    EXPECT_TRUE(g.us >= 0 && std::isfinite(g.us)) << g.name;
+    EXPECT_TRUE(g.gemm_gflops >= 0 && std::isfinite(g.gemm_gflops)) << g.name;
+    sum += g.us;
+    std::string token;
+    for (const char c : g.name + " ") {
+      if (c != ' ' && c != ',' && c != '|') {
+        token += c;
+        continue;
+      }
+      if (!token.empty() && token != "beside" && token != "in" && token != "pieces")
+        grouped.push_back(token);
+      token.clear();
+    }
+  }
+  for (const KernelTiming& k : r.nodes) planned.push_back(k.name);
+  std::sort(grouped.begin(), grouped.end());
+  std::sort(planned.begin(), planned.end());
+  EXPECT_EQ(grouped, planned);
+  EXPECT_TRUE(std::abs(sum - r.groups_us) <= 1e-9 * (1 + sum)) << sum << " vs " << r.groups_us;
+  EXPECT_NE(table.find("cpu schedule"), std::string::npos) << table;
 }
 
 }  // namespace

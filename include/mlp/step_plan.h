@@ -94,6 +94,12 @@ class StepPlan {
   };
   static constexpr double kDeferBytes = 1 << 20;
   const std::vector<Group>& side_by_side_schedule() const;
+  // Runs one group of side_by_side_schedule() as run() does (bench --kernels
+  // times the CPU step group by group this way).
+  void run_group(Backend& be, const Group& g) const;
+  // "dw_gemm2 | dx_gemm2", "adam2,adam1 beside dw_gemm0,adam0 in pieces",
+  // "bias_relu0": the group's nodes by name, parts as they run.
+  std::string group_name(const Group& g) const;
   // Node i and node i + 1 form a dW/dX-style pair.
   bool pairs_with_next(int i) const;
 

@@ -49,6 +49,12 @@ KernelReport time_kernels(Backend& be, const Dataset& data, const BenchConfig& c
 
   std::vector<std::vector<double>> per_node(n);  // per repeat, mean ms per step
   std::vector<double> step_ms;
+  // The CPU's schedule, group by group as the step runs it (cores overlapping
+  // inside a group): where the trained step's time goes.
+  const bool by_groups = be.prefers_side_by_side();
+  const std::vector<StepPlan::Group> groups =
+      by_groups ? plan.side_by_side_schedule() : std::vector<StepPlan::Group>{};
+  std::vector<std::vector<double>> per_group(groups.size());
   const int64_t steps = std::max<int64_t>(cfg.steps, 1);
   for (int rep = 0; rep < std::max(cfg.repeats, 1); ++rep) {
     std::vector<double> sum(n, 0.0);
@@ -70,6 +76,16 @@ KernelReport time_kernels(Backend& be, const Dataset& data, const BenchConfig& c
     for (int64_t s = 0; s < steps; ++s) be.replay(*graph);
     const uint64_t t1 = be.record_timestamp();
     step_ms.push_back(be.elapsed_ms(t0, t1) / static_cast<double>(steps));
+    if (!by_groups) continue;
+    std::vector<double> group_sum(groups.size(), 0.0);
+    for (int64_t s = 0; s < steps; ++s)
+      for (std::size_t g = 0; g < groups.size(); ++g) {
+        const uint64_t from = be.record_timestamp();
+        plan.run_group(be, groups[g]);
+        group_sum[g] += be.elapsed_ms(from, be.record_timestamp());
+      }
+    for (std::size_t g = 0; g < groups.size(); ++g)
+      per_group[g].push_back(group_sum[g] / static_cast<double>(steps));
   }
 
   KernelReport r;
@@ -95,6 +111,18 @@ KernelReport time_kernels(Backend& be, const Dataset& data, const BenchConfig& c
   for (int i : plan.critical_path(weight, &r.critical_path_us)) r.nodes[i].critical = true;
   r.critical_path_nodes = plan.critical_path_nodes();
   r.step_us = 1000.0 * median(step_ms);
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    GroupTiming t;
+    t.name = plan.group_name(groups[g]);
+    t.us = 1000.0 * median(per_group[g]);
+    for (const auto* part : {&groups[g].first, &groups[g].beside, &groups[g].pieces})
+      for (int i : *part)
+        if (plan.nodes()[i].kind == NodeKind::kGemm) t.gemm_flops += plan.nodes()[i].flops;
+    if (t.us > 0 && t.gemm_flops > 0) t.gemm_gflops = t.gemm_flops / (t.us * 1e-6) / 1e9;
+    t.of_peak = peak.gflops > 0 ? t.gemm_gflops / peak.gflops : 0.0;
+    r.groups_us += t.us;
+    r.groups.push_back(t);
+  }
   return r;
 }
 
@@ -114,6 +142,19 @@ std::string format_kernel_report(const KernelReport& r) {
       std::count_if(r.nodes.begin(), r.nodes.end(),
                     [](const KernelTiming& k) { return k.critical; }),
       r.nodes.size(), r.critical_path_nodes, r.step_us);
+  if (r.groups.empty()) return s;
+  s += fmt::format(
+      "\n{} schedule batch {} (each group timed inside the step as it trains: the cores "
+      "overlapping within a group)\n",
+      r.device, r.batch);
+  s += fmt::format("  {:<56} {:>10} {:>7} {:>10} {:>8}\n", "group", "us/step", "share", "GEMM GF/s",
+                   "of peak");
+  for (const GroupTiming& g : r.groups)
+    s += fmt::format("  {:<56} {:>10.2f} {:>6.1f}% {:>10} {:>8}\n", g.name, g.us,
+                     r.groups_us > 0 ? 100.0 * g.us / r.groups_us : 0.0,
+                     g.gemm_gflops > 0 ? fmt::format("{:.1f}", g.gemm_gflops) : "-",
+                     g.of_peak > 0 ? fmt::format("{:.1f}%", 100.0 * g.of_peak) : "-");
+  s += fmt::format("  sum of groups {:.1f} us\n", r.groups_us);
   return s;
 }
 

@@ -171,6 +171,16 @@ int run_kernels(const BenchOptions& o, std::vector<std::unique_ptr<Backend>>& ba
                      {"critical_path_us", r.critical_path_us},
                      {"critical_path_nodes", r.critical_path_nodes},
                      {"step_us", r.step_us}});
+      if (!r.groups.empty()) {
+        nlohmann::json groups = nlohmann::json::array();
+        for (const GroupTiming& g : r.groups)
+          groups.push_back({{"name", g.name},
+                            {"us", g.us},
+                            {"gemm_gflops", g.gemm_gflops},
+                            {"of_peak", g.of_peak}});
+        out.back()["groups"] = groups;
+        out.back()["groups_us"] = r.groups_us;
+      }
     }
   if (o.json)
     fmt::print("{}\n", nlohmann::json{{"version", MLP_VERSION}, {"kernels", out}}.dump(2));
