@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mlp/backend.h"
@@ -36,6 +37,25 @@ inline PlanNode kernel_node(
   node.run = std::move(run);
   return node;
 }
+
+// Nodes a (lane 0), b (lane 1, after a) and c (lane 0), each recording its
+// name and the backend's selected lane when it runs: what issuing a plan
+// does with lanes.
+struct LaneLog {
+  std::vector<std::pair<std::string, int>> seen;
+  StepPlan plan;
+  explicit LaneLog(const Backend& be) {
+    const auto node = [&](std::string name, int lane, std::vector<int> deps) {
+      return kernel_node(name, lane, std::move(deps),
+                         [this, name, b = &be] { seen.emplace_back(name, b->lane()); });
+    };
+    plan.add(node("a", 0, {}));
+    plan.add(node("b", 1, {0}));
+    plan.add(node("c", 0, {}));
+  }
+  LaneLog(const LaneLog&) = delete;  // the nodes point at this one's `seen`
+  LaneLog& operator=(const LaneLog&) = delete;
+};
 
 struct Net {
   std::unique_ptr<Backend> be;

@@ -139,18 +139,9 @@ TEST(StepPlan, BookkeepingOnHandMadePlans) {
 // only bookkeeping: nodes in index order, each on its lane, ending on lane 0.
 TEST(StepPlan, RunOnLanesIssuesNodesInOrderAndEndsOnLaneZero) {
   auto be = make_cpu_backend({1});
-  StepPlan plan;
-  std::vector<std::pair<std::string, int>> seen;
-  const auto node = [&](std::string name, int lane, std::vector<int> deps) {
-    return testing::kernel_node(name, lane, std::move(deps), [&seen, name, b = be.get()] {
-      seen.emplace_back(name, b->lane());
-    });
-  };
-  plan.add(node("a", 0, {}));
-  plan.add(node("b", 1, {0}));
-  plan.add(node("c", 0, {}));
-  plan.run_on_lanes(*be);
-  EXPECT_EQ(seen, (std::vector<std::pair<std::string, int>>{{"a", 0}, {"b", 1}, {"c", 0}}));
+  testing::LaneLog log(*be);
+  log.plan.run_on_lanes(*be);
+  EXPECT_EQ(log.seen, (std::vector<std::pair<std::string, int>>{{"a", 0}, {"b", 1}, {"c", 0}}));
   EXPECT_EQ(be->lane(), 0);
 }
 

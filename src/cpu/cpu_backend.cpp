@@ -105,22 +105,28 @@ class CpuBackend final : public Backend {
     const cpu::GemmSplit split =
         cpu::gemm_split(c.rows, c.cols, ta == Trans::kNo ? a.cols : a.rows);
     if (split.by_columns) return {0, c.rows};
-    return split.bounds;
+    return {split.bounds.begin(), split.bounds.begin() + split.blocks + 1};
   }
   void gemm_rows_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
                       int64_t row_begin, int64_t row_end) override {
     // Only a block of gemm()'s own split has gemm()'s bits: refuse any other.
-    const std::vector<int64_t> rows = gemm_row_blocks_impl(ta, tb, a, b, c);
-    const auto at = std::find(rows.begin(), rows.end(), row_begin);
-    if (at == rows.end() || at + 1 == rows.end() || at[1] != row_end)
+    // (Called once per piece in the step: gemm_split allocates nothing.)
+    const cpu::GemmSplit split =
+        cpu::gemm_split(c.rows, c.cols, ta == Trans::kNo ? a.cols : a.rows);
+    const bool by_rows = !split.by_columns && split.blocks > 1;
+    const auto end = split.bounds.begin() + split.blocks + 1;
+    const auto at = std::find(split.bounds.begin(), end, row_begin);
+    const bool a_block =
+        by_rows ? at + 1 < end && at[1] == row_end : row_begin == 0 && row_end == c.rows;
+    if (!a_block)
       throw Error(ExitCode::kFailure,
                   fmt::format("backend op gemm_rows: rows [{}, {}) are not a block of this "
                               "GEMM's split ({} blocks of {} rows)",
-                              row_begin, row_end, rows.size() - 1, c.rows));
-    if (rows.size() == 2)  // one block of rows (maybe blocks of columns): gemm() itself
-      cpu::gemm(pool_, gemm_, ta, tb, alpha, a, b, beta, c);
-    else
+                              row_begin, row_end, by_rows ? split.blocks : 1, c.rows));
+    if (by_rows)
       cpu::gemm_rows(gemm_, ta, tb, alpha, a, b, beta, c, row_begin, row_end);
+    else  // one block of rows (maybe blocks of columns): gemm() itself
+      cpu::gemm(pool_, gemm_, ta, tb, alpha, a, b, beta, c);
   }
   void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
     cpu::u8_to_float(pool_, in, out, binarize);

@@ -177,11 +177,10 @@ GemmSplit gemm_split(int64_t m, int64_t n, int64_t k) {
   const int64_t most = s.by_columns ? kGemmColumnBlocks : m / kMinGemmRows;
   const int64_t blocks = std::clamp<int64_t>(2 * m * n * k / kMinGemmFlopsPerTask, 1,
                                              std::min<int64_t>({kGemmBlocks, most, dim / align}));
-  s.bounds.push_back(0);
   for (int64_t i = 1; i <= blocks; ++i) {
     const int64_t b =
         i == blocks ? dim : std::min(dim, (dim * i / blocks + align - 1) / align * align);
-    if (b > s.bounds.back()) s.bounds.push_back(b);
+    if (b > s.bounds[s.blocks]) s.bounds[++s.blocks] = b;  // an empty block is dropped
   }
   return s;
 }
@@ -194,12 +193,11 @@ void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a
   // whole GEMM per core (WholeGemms, CpuBackend::run_side_by_side_impl).
   const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
   const GemmSplit split = gemm_split(m, n, k);
-  const int blocks = static_cast<int>(split.bounds.size()) - 1;
-  if (blocks <= 1 || t_whole_gemms) {
+  if (split.blocks <= 1 || t_whole_gemms) {
     gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, 0, n);
     return;
   }
-  pool.run(blocks, [&](int i) {
+  pool.run(split.blocks, [&](int i) {
     const int64_t b0 = split.bounds[i], b1 = split.bounds[i + 1];
     if (split.by_columns)
       gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, b0, b1);

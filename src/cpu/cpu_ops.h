@@ -5,6 +5,7 @@
 // them without a Backend. A pool of size 1 runs everything inline.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,12 +38,15 @@ class WholeGemms {
   ScopedFlag on_;
 };
 
-// How gemm() splits c (m x n, depth k) when GEMMs are not whole: blocks of
-// whole rows (or, by_columns, of whole columns) between consecutive bounds,
-// {0, ..., m or n}; one block when it does not split. Fixed by the shape.
+// How gemm() splits c (m x n, depth k) when GEMMs are not whole: `blocks`
+// blocks of whole rows (or, by_columns, of whole columns), block i from
+// bounds[i] to bounds[i + 1], bounds[0] = 0 and bounds[blocks] = m (or n); one
+// block when it does not split. Fixed by the shape. A fixed array, so the
+// GEMMs of a training step allocate nothing.
 struct GemmSplit {
   bool by_columns = false;
-  std::vector<int64_t> bounds;
+  int blocks = 0;
+  std::array<int64_t, kGemmBlocks + 1> bounds{};
 };
 GemmSplit gemm_split(int64_t m, int64_t n, int64_t k);
 // lib: kDefault resolves as resolve_cpu_gemm does.
