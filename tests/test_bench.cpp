@@ -148,8 +148,9 @@ TEST(BenchCli, JsonHasEveryKeyAndSaysWhatRan) {
   EXPECT_EQ(j.at("data_source"), "synthetic");
   EXPECT_EQ(j.at("layers"), nlohmann::json({784, 64, 32, 10}));
   for (const char* k : {"version", "data", "threads", "steps", "warmup", "repeats", "graph", "tf32",
-                        "sweep", "skipped", "peaks", "results"})
+                        "sweep", "skipped", "peaks", "results", "denormals"})
     EXPECT_TRUE(j.contains(k)) << "missing key " << k;
+  EXPECT_EQ(j.value("denormals", ""), "flush") << "subnormals are flushed by default";
   EXPECT_TRUE(j.at("peaks").contains("cpu"));
   const bool cuda_usable = cuda_unavailable_reason().empty();
   ASSERT_EQ(j.at("results").size(), cuda_usable ? 2u : 1u) << j.dump(2);

@@ -62,6 +62,11 @@ TEST(CpuBench, RunsAreResolvedWithTheBaseFirst) {
   for (const CpuOptions& o : sweep) counts.insert(o.threads);
   EXPECT_EQ(static_cast<int>(counts.size()), cores);
   EXPECT_EQ(*counts.begin(), 1);
+
+  // Every row keeps the subnormal mode asked for (--denormals keep).
+  CpuOptions keep{0, CpuGemm::kDefault};
+  keep.flush_denormals = false;
+  for (const CpuOptions& o : cpu_bench_runs(keep, true, true)) EXPECT_FALSE(o.flush_denormals);
 }
 
 TEST(CpuBench, PeakIsRestatedPerThread) {

@@ -279,6 +279,9 @@ enum class CpuGemm { kDefault, kOnednn, kOpenblas };
 struct CpuOptions {
   int threads = 0;  // 0: all physical cores
   CpuGemm gemm = CpuGemm::kDefault;
+  // Subnormal floats flushed to zero while the backend computes (x86 FTZ+DAZ;
+  // why: src/cpu/denormals.h), or kept (IEEE gradual underflow).
+  bool flush_denormals = true;
 };
 // The thread count a CpuOptions::threads value means on this machine (0: the
 // physical cores this process may run on, hyperthreads not counted).

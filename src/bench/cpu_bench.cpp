@@ -61,7 +61,12 @@ std::vector<CpuOptions> cpu_bench_runs(const CpuOptions& base, bool every_gemm, 
       if (t != first.threads) threads.push_back(t);
   std::vector<CpuOptions> runs;
   for (CpuGemm g : gemms)
-    for (int t : threads) runs.push_back(CpuOptions{t, g});
+    for (int t : threads) {
+      CpuOptions run = first;  // the rest (the subnormal mode) as asked
+      run.threads = t;
+      run.gemm = g;
+      runs.push_back(run);
+    }
   return runs;
 }
 

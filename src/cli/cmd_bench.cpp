@@ -239,9 +239,10 @@ int run_bench_command(BenchOptions& o) {
   const int64_t epoch_steps = std::max<int64_t>(1, data.set.count / o.cfg.batch);
   const int64_t steps = o.sweep ? o.cfg.steps : std::min(o.cfg.steps, epoch_steps);
   std::string intro = fmt::format(
-      "mnist-mlp {} bench | model {} | {}\ndata   {}\ntiming median of {} x {}{}{} after {}; "
-      "phases from eagerly stepped, timed steps\n",
-      MLP_VERSION, format_sizes(o.cfg.sizes), plural(threads, "thread"), data.what,
+      "mnist-mlp {} bench | model {} | {}, subnormals {}\ndata   {}\ntiming median of {} x {}{}{} "
+      "after {}; phases from eagerly stepped, timed steps\n",
+      MLP_VERSION, format_sizes(o.cfg.sizes), plural(threads, "thread"),
+      o.device.denormals == "flush" ? "flushed" : "kept", data.what,
       plural(o.cfg.repeats, "repeat"), plural(steps, "step"),
       steps < o.cfg.steps
           ? fmt::format(" (--steps {} is more than one epoch of {})", o.cfg.steps, epoch_steps)
@@ -316,15 +317,22 @@ int run_bench_command(BenchOptions& o) {
     fmt::print("{}{}", format_cpu_gemm_report(rows), neighbour_line);
     return 0;
   }
-  nlohmann::json j = {
-      {"version", MLP_VERSION},   {"tool", "mnist-mlp"},
-      {"data", data.what},        {"data_source", data.real ? "mnist" : "synthetic"},
-      {"layers", o.cfg.sizes},    {"threads", threads},
-      {"steps", steps},           {"steps_requested", o.cfg.steps},
-      {"warmup", o.cfg.warmup},   {"repeats", o.cfg.repeats},
-      {"graph", o.cfg.use_graph}, {"tf32", o.device.tf32},
-      {"sweep", o.sweep},         {"gemm", o.device.gemm},
-      {"skipped", skipped}};
+  nlohmann::json j = {{"version", MLP_VERSION},
+                      {"tool", "mnist-mlp"},
+                      {"data", data.what},
+                      {"data_source", data.real ? "mnist" : "synthetic"},
+                      {"layers", o.cfg.sizes},
+                      {"threads", threads},
+                      {"steps", steps},
+                      {"steps_requested", o.cfg.steps},
+                      {"warmup", o.cfg.warmup},
+                      {"repeats", o.cfg.repeats},
+                      {"graph", o.cfg.use_graph},
+                      {"tf32", o.device.tf32},
+                      {"sweep", o.sweep},
+                      {"gemm", o.device.gemm},
+                      {"denormals", o.device.denormals},
+                      {"skipped", skipped}};
   for (const auto& [dev, p] : peaks)
     j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};
   if (o.neighbour)

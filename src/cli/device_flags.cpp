@@ -24,6 +24,12 @@ void add_device_flags(CLI::App* app, DeviceFlags& f, bool bench_choices) {
                                 : "CPU GEMM library: onednn or openblas")
       ->capture_default_str()
       ->check(CLI::IsMember(gemms));
+  app->add_option("--denormals", f.denormals,
+                  "CPU: flush (subnormal floats to zero, x86 FTZ+DAZ, as TensorFlow does: Intel "
+                  "cores take ~100 cycles per subnormal, and Adam's moments of always-zero "
+                  "gradients decay through them) or keep (IEEE gradual underflow)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"flush", "keep"}));
   app->add_flag("--tf32", f.tf32,
                 "CUDA: allow TF32 tensor-core math in cuBLAS (default strict FP32)");
   app->add_option("--gemm", f.gemm,
@@ -38,6 +44,7 @@ BackendOptions backend_options(const DeviceFlags& f) {
   o.device = parse_device(f.device);
   o.cpu.threads = f.threads;
   o.cpu.gemm = parse_cpu_gemm(f.cpu_gemm);  // Error(kUsage) for onednn in a build without it
+  o.cpu.flush_denormals = f.denormals == "flush";
   o.cuda.tf32 = f.tf32;
   o.cuda.gemm_lt = f.gemm == "lt";
   return o;

@@ -1,5 +1,5 @@
 // The flags every command that computes shares: --device, --threads,
-// --cpu-gemm, --tf32, --gemm.
+// --cpu-gemm, --denormals, --tf32, --gemm.
 // One helper adds them with the same names, help and checks everywhere, and
 // turns them into BackendOptions for the backend factory, which alone decides
 // CPU vs CUDA.
@@ -19,7 +19,8 @@ struct DeviceFlags {
   // CPU GEMM library: onednn|openblas (default: oneDNN where built), bench also
   // takes all (one CPU row per library)
   std::string cpu_gemm = cpu_gemm_name(CpuGemm::kDefault);
-  std::string gemm = "cublas";  // CUDA: cublas | lt (forward GEMMs with cuBLASLt epilogues)
+  std::string gemm = "cublas";      // CUDA: cublas | lt (forward GEMMs with cuBLASLt epilogues)
+  std::string denormals = "flush";  // CPU: flush | keep subnormal floats (src/cpu/denormals.h)
 };
 
 // bench_choices: --device all|cpu|cuda (default all: every usable backend)

@@ -5,6 +5,9 @@
 // GEMM per core (run_side_by_side_impl), and layer 0's dW, whose row blocks
 // both cores claim (run_beside_pieces_impl); OpenBLAS and oneDNN are held to
 // one thread per call (see cpu/cpu_gemm.cpp and cpu/thread_pool.h).
+// Subnormals: every op below that computes runs under a DenormalMode (the
+// caller's thread, for the op's duration) and the pool's workers hold the same
+// mode for good (cpu/denormals.h).
 #include <cblas.h>
 #include <fmt/format.h>
 
@@ -17,6 +20,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "cpu/cpu_step_ops.h"
+#include "cpu/denormals.h"
 #include "cpu/thread_pool.h"
 #include "mlp/backend.h"
 #include "mlp/error.h"
@@ -37,7 +41,9 @@ class CpuGraph final : public Graph {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuOptions& opt)
-      : pool_(resolve_cpu_threads(opt.threads)), gemm_(resolve_cpu_gemm(opt.gemm)) {
+      : flush_denormals_(opt.flush_denormals && cpu::can_flush_denormals()),
+        pool_(resolve_cpu_threads(opt.threads), flush_denormals_),
+        gemm_(resolve_cpu_gemm(opt.gemm)) {
     openblas_set_num_threads(1);
   }
 
@@ -48,8 +54,9 @@ class CpuBackend final : public Backend {
     const std::string gemm = gemm_ == CpuGemm::kOnednn
                                  ? fmt::format("oneDNN {} sgemm", cpu::onednn_version())
                                  : "OpenBLAS sgemm";
-    return fmt::format("cpu: {}; {} (core {}), {} thread{}", gemm, config, openblas_get_corename(),
-                       pool_.size(), pool_.size() == 1 ? "" : "s");
+    return fmt::format("cpu: {}; {} (core {}), {} thread{}, subnormals {}", gemm, config,
+                       openblas_get_corename(), pool_.size(), pool_.size() == 1 ? "" : "s",
+                       flush_denormals_ ? "flushed to zero" : "kept");
   }
 
  protected:
@@ -96,9 +103,13 @@ class CpuBackend final : public Backend {
   std::unique_ptr<Graph> capture_impl(const std::function<void()>& step) override {
     return std::make_unique<CpuGraph>(step);
   }
-  void replay_impl(Graph& g) override { static_cast<CpuGraph&>(g).step(); }
+  void replay_impl(Graph& g) override {
+    const auto subnormals = mode();
+    static_cast<CpuGraph&>(g).step();
+  }
 
   void gemm_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c) override {
+    const auto subnormals = mode();
     cpu::gemm(pool_, gemm_, ta, tb, alpha, a, b, beta, c);
   }
   std::vector<int64_t> gemm_row_blocks_impl(Trans ta, Trans, CMat a, CMat, Mat c) const override {
@@ -109,6 +120,7 @@ class CpuBackend final : public Backend {
   }
   void gemm_rows_impl(Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
                       int64_t row_begin, int64_t row_end) override {
+    const auto subnormals = mode();
     // Only a block of gemm()'s own split has gemm()'s bits: refuse any other.
     // (Called once per piece in the step: gemm_split allocates nothing.)
     const cpu::GemmSplit split =
@@ -129,20 +141,33 @@ class CpuBackend final : public Backend {
       cpu::gemm(pool_, gemm_, ta, tb, alpha, a, b, beta, c);
   }
   void u8_to_float_impl(const uint8_t* in, Mat out, bool binarize) override {
+    const auto subnormals = mode();
     cpu::u8_to_float(pool_, in, out, binarize);
   }
   void bias_relu_forward_impl(Mat z, const float* bias) override {
+    const auto subnormals = mode();
     cpu::bias_relu_forward(pool_, z, bias);
   }
-  void bias_forward_impl(Mat z, const float* bias) override { cpu::bias_forward(z, bias); }
-  void relu_backward_impl(Mat grad, CMat act) override { cpu::relu_backward(pool_, grad, act); }
-  void bias_grad_impl(CMat grad, float* db) override { cpu::bias_grad(grad, db); }
+  void bias_forward_impl(Mat z, const float* bias) override {
+    const auto subnormals = mode();
+    cpu::bias_forward(z, bias);
+  }
+  void relu_backward_impl(Mat grad, CMat act) override {
+    const auto subnormals = mode();
+    cpu::relu_backward(pool_, grad, act);
+  }
+  void bias_grad_impl(CMat grad, float* db) override {
+    const auto subnormals = mode();
+    cpu::bias_grad(grad, db);
+  }
   void softmax_xent_impl(CMat logits, const uint8_t* labels, float* dlogits,
                          double* metrics) override {
+    const auto subnormals = mode();
     cpu::softmax_xent(logits, labels, dlogits, metrics);
   }
   void adam_step_impl(float* params, const float* grads, float* m, float* v, int64_t n,
                       OptimizerState* state) override {
+    const auto subnormals = mode();
     cpu::adam_step(pool_, params, grads, m, v, n, state);
   }
   // One piece of work per core, every GEMM in it whole (cpu::WholeGemms): a
@@ -154,6 +179,7 @@ class CpuBackend final : public Backend {
   bool prefers_side_by_side() const override { return true; }
   void run_side_by_side_impl(const std::function<void()>& first,
                              const std::function<void()>& second) override {
+    const auto subnormals = mode();
     pool_.run(2, [&](int i) {
       const cpu::WholeGemms whole;
       (i == 0 ? first : second)();
@@ -165,6 +191,7 @@ class CpuBackend final : public Backend {
   // changes its bits.
   void run_beside_pieces_impl(const std::function<void()>& work, int count,
                               const std::function<void(int)>& piece) override {
+    const auto subnormals = mode();
     std::atomic<int> next{0};
     pool_.run(std::max(2, pool_.size()), [&](int t) {
       if (t == 1) work();
@@ -173,18 +200,25 @@ class CpuBackend final : public Backend {
   }
   // The step plan's fused ops (src/cpu/cpu_step_ops.cpp).
   void relu_backward_bias_grad_impl(Mat grad, CMat act, float* db) override {
+    const auto subnormals = mode();
     cpu::relu_backward_bias_grad(pool_, grad, act, db);
   }
   void softmax_xent_backward_impl(CMat logits, const uint8_t* labels, Mat dlogits, float* db,
                                   double* metrics, OptimizerState* step_counter) override {
+    const auto subnormals = mode();
     cpu::softmax_xent_backward(logits, labels, dlogits, db, metrics, step_counter);
   }
   void adam_update_impl(float* params, const float* grads, float* m, float* v, int64_t n,
                         const OptimizerState* state) override {
+    const auto subnormals = mode();
     cpu::adam_update(pool_, params, grads, m, v, n, state);
   }
 
  private:
+  // The caller's mode while one op runs (the workers hold it for good).
+  cpu::DenormalMode mode() const { return cpu::DenormalMode(flush_denormals_); }
+
+  bool flush_denormals_;
   ThreadPool pool_;
   CpuGemm gemm_;
   uint64_t events_ = 0;

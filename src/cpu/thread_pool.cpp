@@ -14,6 +14,7 @@
 #include <climits>
 #include <csignal>
 
+#include "cpu/denormals.h"
 #include "cpu/scoped_flag.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -72,14 +73,18 @@ constexpr int index_of(uint64_t job) { return static_cast<int>(job & 0xffff); }
 
 bool ThreadPool::inside_task() { return t_inside_task; }
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, bool flush_denormals) {
   // Workers start with every signal blocked (the mask is inherited), so
   // SIGINT/SIGTERM always reach a thread that handles them, never a pool thread.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   const int workers = std::min(std::max(1, threads), 1024) - 1;
-  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_main(); });
+  for (int i = 0; i < workers; ++i)
+    workers_.emplace_back([this, flush_denormals] {
+      set_denormal_flush(flush_denormals);  // set, not inherited: the creator's mode may differ
+      worker_main();
+    });
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 

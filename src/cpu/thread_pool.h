@@ -15,6 +15,8 @@
 //   1 s), then tries again. Which thread runs a task never changes what the
 //   task computes, so results do not depend on any of this.
 // Worker threads block all signals: they go to the main thread (src/cli/signals.*).
+// Workers flush subnormal floats to zero, or keep them, as the constructor says,
+// for their whole life (src/cpu/denormals.h); the caller's mode is its own.
 // run() may only be called from one thread at a time (or from inside a task,
 // where it runs inline).
 #pragma once
@@ -30,7 +32,8 @@ namespace mlp::cpu {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);  // threads - 1 workers; the caller is the last
+  // threads - 1 workers; the caller is the last.
+  explicit ThreadPool(int threads, bool flush_denormals = false);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
