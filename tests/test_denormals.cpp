@@ -50,7 +50,7 @@ TEST(Denormals, ModeFlushesOnThisThreadAndRestoresTheOldMode) {
   {
     const cpu::DenormalMode flush(true);
     EXPECT_TRUE(cpu::denormals_flushed());
-    EXPECT_EQ(subnormal_product(), 0.0f);        // FTZ: a subnormal result is 0
+    EXPECT_EQ(subnormal_product(), 0.0f);            // FTZ: a subnormal result is 0
     EXPECT_EQ(subnormal_operand_plus_zero(), 0.0f);  // DAZ: a subnormal operand is 0
     {
       const cpu::DenormalMode keep(false);  // nested: keep, then back to flush

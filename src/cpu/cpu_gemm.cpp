@@ -170,10 +170,14 @@ GemmSplit gemm_split(int64_t m, int64_t n, int64_t k) {
   // against 1.10-1.28 for 4 or 8 blocks of columns (bench --kernels, 3
   // alternating rounds, 2-core Xeon VM). Up to kGemmBlocks blocks (batch 1024:
   // 16 of 64 rows) serve more cores; layer 0's dW (784 rows) in 16 blocks ran
-  // as fast as whole on one core (344.9 us both, AMD EPYC Zen 5).
+  // as fast as whole on one core (344.9 us both, AMD EPYC Zen 5). Blocks of
+  // rows start at multiples of 4, so batch 100 splits 52/48: at multiples of 8
+  // it was 56/44 and one core waited, 284 us against 270 for layer 0's forward
+  // GEMM and 186 against 177 for a 500x500 one (2 threads, the weights cold,
+  // median of 200 alternating rounds; 2-core Intel Xeon VM, 2026-12-03).
   GemmSplit s;
   s.by_columns = m < 2 * kMinGemmRows;
-  const int64_t dim = s.by_columns ? n : m, align = s.by_columns ? 16 : 8;
+  const int64_t dim = s.by_columns ? n : m, align = s.by_columns ? 16 : 4;
   const int64_t most = s.by_columns ? kGemmColumnBlocks : m / kMinGemmRows;
   const int64_t blocks = std::clamp<int64_t>(2 * m * n * k / kMinGemmFlopsPerTask, 1,
                                              std::min<int64_t>({kGemmBlocks, most, dim / align}));
