@@ -26,8 +26,8 @@ void add_device_flags(CLI::App* app, DeviceFlags& f, bool bench_choices) {
       ->check(CLI::IsMember(gemms));
   app->add_option("--denormals", f.denormals,
                   "CPU: flush (subnormal floats to zero, x86 FTZ+DAZ, as TensorFlow does: Intel "
-                  "cores take ~100 cycles per subnormal, and Adam's moments of always-zero "
-                  "gradients decay through them) or keep (IEEE gradual underflow)")
+                  "cores take a slow microcode assist on each, and Adam's moments of "
+                  "always-zero gradients decay through them) or keep (IEEE gradual underflow)")
       ->capture_default_str()
       ->check(CLI::IsMember({"flush", "keep"}));
   app->add_flag("--tf32", f.tf32,
