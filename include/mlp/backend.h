@@ -283,6 +283,9 @@ struct CpuOptions {
   // why: src/cpu/denormals.h), or kept (IEEE gradual underflow).
   bool flush_denormals = true;
 };
+// Whether a CPU backend made with these options flushes subnormals: asked for,
+// and settable on this architecture (x86 MXCSR).
+bool cpu_flushes_denormals(const CpuOptions& opt);
 // The thread count a CpuOptions::threads value means on this machine (0: the
 // physical cores this process may run on, hyperthreads not counted).
 int resolve_cpu_threads(int requested);

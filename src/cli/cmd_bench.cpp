@@ -217,6 +217,8 @@ int run_bench_command(BenchOptions& o) {
   DeviceFlags cpu_flags = flags;  // the CPU side of --device all|cpu|cuda
   cpu_flags.device = "cpu";
   const BackendOptions base = backend_options(cpu_flags);
+  // What the CPU rows really do (keep where the build cannot flush), not just what was asked.
+  const bool flushes = cpu_flushes_denormals(base.cpu);
   const std::vector<CpuOptions> cpu_runs = cpu_bench_runs(base.cpu, every_gemm, o.thread_sweep);
   if (backends.front()->kind() == BackendKind::kCpu) {  // one CPU backend per configuration
     backends.erase(backends.begin());
@@ -242,8 +244,8 @@ int run_bench_command(BenchOptions& o) {
       "mnist-mlp {} bench | model {} | {}, subnormals {}\ndata   {}\ntiming median of {} x {}{}{} "
       "after {}; phases from eagerly stepped, timed steps\n",
       MLP_VERSION, format_sizes(o.cfg.sizes), plural(threads, "thread"),
-      o.device.denormals == "flush" ? "flushed" : "kept", data.what,
-      plural(o.cfg.repeats, "repeat"), plural(steps, "step"),
+      flushes ? "flushed" : "kept", data.what, plural(o.cfg.repeats, "repeat"),
+      plural(steps, "step"),
       steps < o.cfg.steps
           ? fmt::format(" (--steps {} is more than one epoch of {})", o.cfg.steps, epoch_steps)
           : "",
@@ -331,7 +333,7 @@ int run_bench_command(BenchOptions& o) {
                       {"tf32", o.device.tf32},
                       {"sweep", o.sweep},
                       {"gemm", o.device.gemm},
-                      {"denormals", o.device.denormals},
+                      {"denormals", flushes ? "flush" : "keep"},
                       {"skipped", skipped}};
   for (const auto& [dev, p] : peaks)
     j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};

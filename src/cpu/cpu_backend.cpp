@@ -41,7 +41,7 @@ class CpuGraph final : public Graph {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuOptions& opt)
-      : flush_denormals_(opt.flush_denormals && cpu::can_flush_denormals()),
+      : flush_denormals_(cpu_flushes_denormals(opt)),
         pool_(resolve_cpu_threads(opt.threads), flush_denormals_),
         gemm_(resolve_cpu_gemm(opt.gemm)) {
     openblas_set_num_threads(1);
@@ -227,6 +227,10 @@ class CpuBackend final : public Backend {
 };
 
 }  // namespace
+
+bool cpu_flushes_denormals(const CpuOptions& opt) {
+  return opt.flush_denormals && cpu::can_flush_denormals();
+}
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuOptions& opt) {
   return std::make_unique<CpuBackend>(opt);

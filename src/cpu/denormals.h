@@ -40,13 +40,17 @@ constexpr bool can_flush_denormals() {
 
 #ifdef MLP_HAS_MXCSR
 inline constexpr uint32_t kFlushBits = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
+
+// csr with the two mode bits set for `flush`, everything else as it was.
+constexpr uint32_t with_denormal_mode(uint32_t csr, bool flush) {
+  return flush ? csr | kFlushBits : csr & ~kFlushBits;
+}
 #endif
 
 // Sets this thread's mode; returns nothing to undo (for threads that keep it).
 inline void set_denormal_flush(bool flush) {
 #ifdef MLP_HAS_MXCSR
-  const uint32_t csr = _mm_getcsr();
-  _mm_setcsr(flush ? csr | kFlushBits : csr & ~kFlushBits);
+  _mm_setcsr(with_denormal_mode(_mm_getcsr(), flush));
 #else
   (void)flush;
 #endif
@@ -69,7 +73,7 @@ class DenormalMode {
   explicit DenormalMode(bool flush) {
 #ifdef MLP_HAS_MXCSR
     saved_ = _mm_getcsr();
-    const uint32_t want = flush ? saved_ | kFlushBits : saved_ & ~kFlushBits;
+    const uint32_t want = with_denormal_mode(saved_, flush);
     if (want != saved_) {
       _mm_setcsr(want);
       changed_ = true;
@@ -81,6 +85,7 @@ class DenormalMode {
   ~DenormalMode() {
 #ifdef MLP_HAS_MXCSR
     // Only the two mode bits go back: the exception flags raised meanwhile stay.
+    // (Both bits as they were, also where only one of them was set.)
     if (changed_) _mm_setcsr((_mm_getcsr() & ~kFlushBits) | (saved_ & kFlushBits));
 #endif
   }
