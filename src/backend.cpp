@@ -20,6 +20,13 @@ void check_mat(const char* op, const char* name, const float* data, int64_t rows
   if (data == nullptr) fail(op, fmt::format("{} is null", name));
 }
 
+// Whether `a` and `b` (n floats each) share any element.
+bool overlaps(const float* a, const float* b, int64_t n) {
+  const auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  const auto bytes = static_cast<uintptr_t>(n) * sizeof(float);
+  return x < y + bytes && y < x + bytes;
+}
+
 void check_gemm(const char* op, Trans ta, Trans tb, CMat a, CMat b, Mat c) {
   check_mat(op, "a", a.data, a.rows, a.cols);
   check_mat(op, "b", b.data, b.rows, b.cols);
@@ -152,6 +159,8 @@ void Backend::softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, d
   check_mat("softmax_xent", "logits", logits.data, logits.rows, logits.cols);
   if (logits.cols > 256) fail("softmax_xent", "more than 256 classes (labels are uint8)");
   if (!labels || !metrics) fail("softmax_xent", "labels or metrics is null");
+  if (dlogits && overlaps(logits.data, dlogits, logits.size()))
+    fail("softmax_xent", "dlogits overlaps logits (it is not computed in place)");
   softmax_xent_impl(logits, labels, dlogits, metrics);
 }
 
@@ -185,6 +194,8 @@ void Backend::softmax_xent_backward(CMat logits, const uint8_t* labels, Mat dlog
                          dlogits.rows, dlogits.cols));
   if (logits.cols > 256) fail(op, "more than 256 classes (labels are uint8)");
   if (!labels || !metrics || !db) fail(op, "labels, metrics or db is null");
+  if (overlaps(logits.data, dlogits.data, logits.size()))
+    fail(op, "dlogits overlaps logits (it is not computed in place)");
   softmax_xent_backward_impl(logits, labels, dlogits, db, metrics, step_counter);
 }
 

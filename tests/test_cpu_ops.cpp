@@ -197,15 +197,20 @@ TEST_P(CpuOps, BiasGradIsColumnSumsAndOverwrites) {
     DeviceVec<float> db(*be, std::vector<float>(static_cast<std::size_t>(s.cols), 123.0f));
     be->bias_grad(CMat{dg.get(), s.rows, s.cols}, db.get());
     std::vector<double> want(static_cast<std::size_t>(s.cols), 0.0), mag(want.size(), 0.0);
+    // In float, the rows added in order: the exact bits the op promises at
+    // every vector width (relu_backward_bias_grad's blocks rely on it).
+    std::vector<float> in_row_order(want.size(), 0.0f);
     for (int64_t r = 0; r < s.rows; ++r)
       for (int64_t c = 0; c < s.cols; ++c) {
         want[c] += grad[r * s.cols + c];
         mag[c] += std::abs(grad[r * s.cols + c]);
+        in_row_order[c] += grad[r * s.cols + c];
       }
     const auto got = db.download();
     for (std::size_t c = 0; c < want.size(); ++c)
       ASSERT_TRUE(near(got[c], want[c], 1e-6 + 2e-7 * static_cast<double>(s.rows) * mag[c]))
           << s.rows << "x" << s.cols << " column " << c;
+    EXPECT_EQ(got, in_row_order) << s.rows << "x" << s.cols;
   }
 }
 
@@ -383,6 +388,23 @@ TEST_P(CpuOps, SoftmaxXentChecksItsArguments) {
         be->softmax_xent(CMat{x.get(), 1, 10}, l.get(), nullptr, nullptr);
       },
       ExitCode::kFailure, {"softmax_xent"}));
+  // dlogits keeps each exp while the row is summed: in place, or overlapping
+  // the logits by one element, it would read its own output.
+  for (const int64_t shift : {0, 9, -9})
+    EXPECT_TRUE(throws_error(
+        [&] {
+          be->softmax_xent(CMat{x.get() + 100, 1, 10}, l.get(), x.get() + 100 + shift, m.get());
+        },
+        ExitCode::kFailure, {"softmax_xent", "overlaps"}))
+        << shift;
+  EXPECT_TRUE(throws_error(
+      [&] {
+        DeviceVec<float> db(*be, std::vector<float>(10));
+        be->softmax_xent_backward(CMat{x.get(), 1, 10}, l.get(), Mat{x.get() + 5, 1, 10}, db.get(),
+                                  m.get(), nullptr);
+      },
+      ExitCode::kFailure, {"softmax_xent_backward", "overlaps"}));
+  be->softmax_xent(CMat{x.get(), 1, 10}, l.get(), x.get() + 10, m.get());  // adjacent is fine
 }
 
 }  // namespace

@@ -50,18 +50,19 @@ bool ordered(const StepPlan& plan, int before, int after) {
   return false;
 }
 
-// The network's plan: L = 4 layers. Lane 0 carries input conversion, the
-// forward pass (GEMM + bias kernel per layer: 2L), the loss (1) and the dX
-// chain (dX GEMM + ReLU/bias-grad kernel for each layer above the first:
-// 2(L-1)); then layer 0's dW GEMM and Adam end the step: 1 + 2L + 1 + 2(L-1) + 2
-// = 4L + 2 = 18 dependent nodes of 6L = 24. Adding any node back onto the
-// critical path (a separate bias_grad, a second Adam launch, a dW GEMM on lane
-// 0) makes this fail.
+// The network's plan on the CPU: L = 4 layers. Lane 0 carries input
+// conversion, the forward pass (one GEMM per layer, its bias and ReLU fused in:
+// L; a backend without fuses_gemm_epilogue has a bias kernel after each GEMM,
+// 2L), the loss (1) and the dX chain (dX GEMM + ReLU/bias-grad kernel for each
+// layer above the first: 2(L-1)); then layer 0's dW GEMM and Adam end the
+// step: 1 + L + 1 + 2(L-1) + 2 = 3L + 2 = 14 dependent nodes of 5L = 20.
+// Adding any node back onto the critical path (a separate bias kernel or
+// bias_grad, a second Adam launch, a dW GEMM on lane 0) makes this fail.
 TEST(StepPlan, NetworkPlanHasTheShortCriticalPath) {
   Net net({784, 500, 500, 500, 10});
   const StepPlan plan = net.plan(100);
-  EXPECT_EQ(plan.nodes().size(), 24u);
-  EXPECT_EQ(plan.critical_path_nodes(), 18);
+  EXPECT_EQ(plan.nodes().size(), 20u);
+  EXPECT_EQ(plan.critical_path_nodes(), 14);
   int side = 0;
   for (const PlanNode& n : plan.nodes()) {
     const bool off_path = n.name.rfind("dw_gemm", 0) == 0 || n.name.rfind("adam", 0) == 0;
@@ -75,11 +76,11 @@ TEST(StepPlan, NetworkPlanHasTheShortCriticalPath) {
 
 TEST(StepPlan, CriticalPathFollowsLayerCount) {
   for (const auto& [sizes, path] : std::vector<std::pair<std::vector<int64_t>, int>>{
-           {{5, 3}, 6}, {{5, 7, 3}, 10}, {{9, 8, 7, 6, 5, 4}, 22}}) {
+           {{5, 3}, 5}, {{5, 7, 3}, 8}, {{9, 8, 7, 6, 5, 4}, 17}}) {
     Net net(sizes, 4);
     const StepPlan plan = net.plan(3);
     EXPECT_EQ(plan.critical_path_nodes(), path) << format_sizes(sizes);
-    EXPECT_EQ(plan.nodes().size(), 6 * (sizes.size() - 1)) << format_sizes(sizes);
+    EXPECT_EQ(plan.nodes().size(), 5 * (sizes.size() - 1)) << format_sizes(sizes);
   }
 }
 
@@ -91,7 +92,8 @@ TEST(StepPlan, EveryHazardIsOrdered) {
   for (int l = 0; l < 4; ++l) {
     const int dw = find(plan, "dw_gemm" + std::to_string(l));
     const int adam = find(plan, "adam" + std::to_string(l));
-    const int fwd = find(plan, "forward_gemm" + std::to_string(l));
+    const int fwd =
+        find(plan, (l < 3 ? "forward_gemm_bias_relu" : "forward_gemm_bias") + std::to_string(l));
     // dY_l is final (masked, db_l written) before its dW GEMM reads it.
     const int dy = l == 3 ? loss : find(plan, "relu_backward_bias_grad" + std::to_string(l));
     EXPECT_TRUE(ordered(plan, dy, dw)) << l;
@@ -146,28 +148,33 @@ TEST(StepPlan, RunOnLanesIssuesNodesInOrderAndEndsOnLaneZero) {
 }
 
 TEST(StepOps, ReluBackwardBiasGradIsReluBackwardThenBiasGrad) {
-  auto be = make_cpu_backend({2});
-  const int64_t rows = 37, cols = 13;
-  const auto n = static_cast<std::size_t>(rows * cols);
-  const auto grad = random_floats(n, 1), act0 = random_floats(n, 2);
-  std::vector<float> act = act0;
-  for (auto& a : act) a = a > 0 ? a : 0;  // a ReLU output
-  DeviceVec<float> g1(*be, grad), g2(*be, grad), a(*be, act);
-  DeviceVec<float> db1(*be, std::vector<float>(cols, 9.0f)), db2(*be, std::vector<float>(cols));
-  be->relu_backward_bias_grad({g1.get(), rows, cols}, {a.get(), rows, cols}, db1.get());
-  be->relu_backward({g2.get(), rows, cols}, {a.get(), rows, cols});
-  be->bias_grad({g2.get(), rows, cols}, db2.get());
-  const auto got = g1.download();
-  EXPECT_EQ(got, g2.download());
-  EXPECT_EQ(db1.download(), db2.download());
-  int zeros = 0;
-  for (std::size_t i = 0; i < n; ++i) zeros += act[i] > 0 ? 0 : (got[i] == 0.0f);
-  EXPECT_GT(zeros, 0);
-  EXPECT_TRUE(testing::throws_error(
-      [&] {
-        be->relu_backward_bias_grad({g1.get(), rows, cols}, {a.get(), cols, rows}, db1.get());
-      },
-      ExitCode::kFailure, {"relu_backward_bias_grad"}));
+  // 100 x 500 (the step's own shape) runs on the pool's threads at 2 and 3
+  // threads; 37 x 13 on the calling thread alone.
+  for (const int threads : {1, 2, 3})
+    for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{37, 13}, {100, 500}}) {
+      auto be = make_cpu_backend({threads});
+      const auto n = static_cast<std::size_t>(rows * cols);
+      const auto grad = random_floats(n, 1);
+      std::vector<float> act = random_floats(n, 2);
+      for (auto& a : act) a = a > 0 ? a : 0;  // a ReLU output
+      DeviceVec<float> g1(*be, grad), g2(*be, grad), a(*be, act);
+      DeviceVec<float> db1(*be, std::vector<float>(static_cast<std::size_t>(cols), 9.0f));
+      DeviceVec<float> db2(*be, std::vector<float>(static_cast<std::size_t>(cols)));
+      be->relu_backward_bias_grad({g1.get(), rows, cols}, {a.get(), rows, cols}, db1.get());
+      be->relu_backward({g2.get(), rows, cols}, {a.get(), rows, cols});
+      be->bias_grad({g2.get(), rows, cols}, db2.get());
+      const auto got = g1.download();
+      EXPECT_EQ(got, g2.download()) << threads << " threads, " << rows << "x" << cols;
+      EXPECT_EQ(db1.download(), db2.download()) << threads << " threads, " << rows << "x" << cols;
+      int zeros = 0;
+      for (std::size_t i = 0; i < n; ++i) zeros += act[i] > 0 ? 0 : (got[i] == 0.0f);
+      EXPECT_GT(zeros, 0);
+      EXPECT_TRUE(testing::throws_error(
+          [&] {
+            be->relu_backward_bias_grad({g1.get(), rows, cols}, {a.get(), cols, rows}, db1.get());
+          },
+          ExitCode::kFailure, {"relu_backward_bias_grad"}));
+    }
 }
 
 TEST(StepOps, SoftmaxXentBackwardAddsBiasGradAndAdvancesTheCounterOnce) {
@@ -220,30 +227,42 @@ TEST(StepOps, AdamUpdateIsAdamStepWithoutTheIncrement) {
 }
 
 TEST(StepOps, GemmBiasActIsGemmThenTheBiasOp) {
-  auto be = make_cpu_backend({1});
-  EXPECT_FALSE(be->fuses_gemm_epilogue());  // so the CPU plan keeps two nodes per layer
-  const int64_t m = 9, k = 17, n = 12;
-  const auto x = random_floats(static_cast<std::size_t>(m * k), 8);
-  const auto w = random_floats(static_cast<std::size_t>(k * n), 9);
-  const auto b = random_floats(static_cast<std::size_t>(n), 10);
-  DeviceVec<float> dx(*be, x), dw(*be, w), db(*be, b);
-  for (bool relu : {true, false}) {
-    DeviceVec<float> o1(*be, std::vector<float>(static_cast<std::size_t>(m * n), 3.0f));
-    DeviceVec<float> o2(*be, std::vector<float>(static_cast<std::size_t>(m * n)));
-    be->gemm_bias_act({dx.get(), m, k}, {dw.get(), k, n}, db.get(), relu, {o1.get(), m, n});
-    be->gemm(Trans::kNo, Trans::kNo, 1.0f, {dx.get(), m, k}, {dw.get(), k, n}, 0.0f,
-             {o2.get(), m, n});
-    if (relu)
-      be->bias_relu_forward({o2.get(), m, n}, db.get());
-    else
-      be->bias_forward({o2.get(), m, n}, db.get());
-    EXPECT_EQ(o1.download(), o2.download()) << relu;
-  }
-  EXPECT_TRUE(testing::throws_error(
-      [&] {
-        be->gemm_bias_act({dx.get(), m, k}, {dw.get(), n, k}, db.get(), true, {dx.get(), m, n});
-      },
-      ExitCode::kFailure, {"gemm_bias_act"}));
+  // The CPU fuses the bias (+ ReLU) into each block of the GEMM, so its plan
+  // has one forward node per layer. Shapes: one block; 100 rows in 2 blocks of
+  // rows; 40 rows in blocks of columns (cpu::gemm_split).
+  struct Shape {
+    int64_t m, k, n;
+  };
+  for (const int threads : {1, 2})
+    for (const Shape s : {Shape{9, 17, 12}, Shape{100, 300, 200}, Shape{40, 600, 400}}) {
+      auto be = make_cpu_backend({threads});
+      EXPECT_TRUE(be->fuses_gemm_epilogue());
+      const auto x = random_floats(static_cast<std::size_t>(s.m * s.k), 8);
+      const auto w = random_floats(static_cast<std::size_t>(s.k * s.n), 9);
+      const auto b = random_floats(static_cast<std::size_t>(s.n), 10);
+      DeviceVec<float> dx(*be, x), dw(*be, w), db(*be, b);
+      for (bool relu : {true, false}) {
+        DeviceVec<float> o1(*be, std::vector<float>(static_cast<std::size_t>(s.m * s.n), 3.0f));
+        DeviceVec<float> o2(*be, std::vector<float>(static_cast<std::size_t>(s.m * s.n)));
+        be->gemm_bias_act({dx.get(), s.m, s.k}, {dw.get(), s.k, s.n}, db.get(), relu,
+                          {o1.get(), s.m, s.n});
+        be->gemm(Trans::kNo, Trans::kNo, 1.0f, {dx.get(), s.m, s.k}, {dw.get(), s.k, s.n}, 0.0f,
+                 {o2.get(), s.m, s.n});
+        if (relu)
+          be->bias_relu_forward({o2.get(), s.m, s.n}, db.get());
+        else
+          be->bias_forward({o2.get(), s.m, s.n}, db.get());
+        const auto got = o1.download();
+        EXPECT_EQ(got, o2.download()) << threads << " threads, " << s.m << "x" << s.n << relu;
+        EXPECT_EQ(std::count(got.begin(), got.end(), 0.0f) > 0, relu);  // the ReLU did clip
+      }
+      EXPECT_TRUE(testing::throws_error(
+          [&] {
+            be->gemm_bias_act({dx.get(), s.m, s.k}, {dw.get(), s.n, s.k}, db.get(), true,
+                              {dx.get(), s.m, s.n});
+          },
+          ExitCode::kFailure, {"gemm_bias_act"}));
+    }
 }
 
 // ---- the plan's step is the old step ---------------------------------------------
@@ -294,8 +313,8 @@ TEST(KernelTiming, ReportsEveryNodeAndTheCriticalPath) {
   peak.gflops = 100;
   peak.gbps = 10;
   const KernelReport r = time_kernels(*be, data, cfg, peak);
-  ASSERT_EQ(r.nodes.size(), 18u);
-  EXPECT_EQ(r.critical_path_nodes, 14);
+  ASSERT_EQ(r.nodes.size(), 15u);  // 5 a layer, 3L + 2 = 11 in a row (see above)
+  EXPECT_EQ(r.critical_path_nodes, 11);
   EXPECT_EQ(r.device, "cpu");
   int critical = 0;
   for (const KernelTiming& k : r.nodes) {

@@ -138,7 +138,8 @@ class Backend {
   void bias_grad(CMat grad, float* db);
   // Row-wise softmax cross-entropy against labels (rows). Adds the summed loss
   // and the number of rows whose argmax equals the label to metrics; when
-  // dlogits is non-null writes d(mean loss)/d(logits) = (softmax - onehot) / rows.
+  // dlogits is non-null writes d(mean loss)/d(logits) = (softmax - onehot) / rows
+  // (not in place: dlogits must not overlap logits).
   void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* metrics);
   // state->step += 1; then Adam with bias correction at t = state->step over n
   // floats, with the hyperparameters and learning-rate schedule in *state. The

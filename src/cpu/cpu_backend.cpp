@@ -198,7 +198,12 @@ class CpuBackend final : public Backend {
       for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) piece(i);
     });
   }
-  // The step plan's fused ops (src/cpu/cpu_step_ops.cpp).
+  // The step plan's fused ops (src/cpu/cpu_step_ops.cpp, cpu_ops.h).
+  bool fuses_gemm_epilogue() const override { return true; }
+  void gemm_bias_act_impl(CMat x, CMat w, const float* bias, bool relu, Mat out) override {
+    const auto subnormals = mode();
+    cpu::gemm_bias_act(pool_, gemm_, x, w, bias, relu, out);
+  }
   void relu_backward_bias_grad_impl(Mat grad, CMat act, float* db) override {
     const auto subnormals = mode();
     cpu::relu_backward_bias_grad(pool_, grad, act, db);

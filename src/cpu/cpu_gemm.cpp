@@ -210,6 +210,29 @@ void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a
   });
 }
 
+void gemm_bias_act(ThreadPool& pool, CpuGemm lib, CMat x, CMat w, const float* bias, bool relu,
+                   Mat out) {
+  lib = resolve_cpu_gemm(lib);
+  const SignalsBlockedFor no_signals(lib);
+  const int64_t m = out.rows, n = out.cols;
+  const GemmSplit split = gemm_split(m, n, x.cols);
+  const auto block = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    gemm_block(lib, Trans::kNo, Trans::kNo, 1.0f, x, w, 0.0f, out, r0, r1, c0, c1);
+    bias_act_block(out, bias, relu, r0, r1, c0, c1);
+  };
+  if (split.blocks <= 1 || t_whole_gemms) {
+    block(0, m, 0, n);
+    return;
+  }
+  pool.run(split.blocks, [&](int i) {
+    const int64_t b0 = split.bounds[i], b1 = split.bounds[i + 1];
+    if (split.by_columns)
+      block(0, m, b0, b1);
+    else
+      block(b0, b1, 0, n);
+  });
+}
+
 void gemm_rows(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
                int64_t row_begin, int64_t row_end) {
   lib = resolve_cpu_gemm(lib);

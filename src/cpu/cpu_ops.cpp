@@ -7,59 +7,88 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu/vector_clones.h"
+
 namespace mlp::cpu {
+namespace {
+
+// The loops themselves, each built for every vector width (vector_clones.h):
+// every element is one exact operation, so all widths give the same bits.
+MLP_VECTOR_CLONES void u8_to_float_range(const uint8_t* __restrict in, float* __restrict out,
+                                         int64_t begin, int64_t end, bool binarize) {
+  if (binarize) {
+    for (int64_t i = begin; i < end; ++i) out[i] = in[i] > 127 ? 1.0f : 0.0f;
+  } else {
+    for (int64_t i = begin; i < end; ++i) out[i] = static_cast<float>(in[i]) * (1.0f / 255.0f);
+  }
+}
+
+MLP_VECTOR_CLONES void bias_act_loop(float* __restrict z, int64_t ld, const float* __restrict bias,
+                                     bool relu, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = z + r * ld;
+    if (relu) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float x = row[c] + bias[c];
+        row[c] = x <= 0.0f ? 0.0f : x;  // NaN passes through so the loss sees it
+      }
+    } else {
+      for (int64_t c = c0; c < c1; ++c) row[c] += bias[c];
+    }
+  }
+}
+
+MLP_VECTOR_CLONES void relu_mask_range(float* __restrict g, const float* __restrict a,
+                                       int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) g[i] = a[i] > 0.0f ? g[i] : 0.0f;
+}
+
+// db: the column sums of grad (rows, cols), the rows added in order from 0.0f
+// (rows outer, so the inner loop is contiguous and vectorizes over columns).
+MLP_VECTOR_CLONES void column_sums(const float* __restrict grad, int64_t rows, int64_t cols,
+                                   float* __restrict db) {
+  for (int64_t c = 0; c < cols; ++c) db[c] = 0.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = grad + r * cols;
+    for (int64_t c = 0; c < cols; ++c) db[c] += g[c];
+  }
+}
+
+}  // namespace
 
 void u8_to_float(ThreadPool& pool, const uint8_t* in, Mat out, bool binarize) {
   // in, out: (rows, cols)
   float* o = out.data;
-  pool.parallel_for(out.size(), kMinElementsPerTask, 16, [&](int64_t b, int64_t e) {
-    if (binarize) {
-      for (int64_t i = b; i < e; ++i) o[i] = in[i] > 127 ? 1.0f : 0.0f;
-    } else {
-      for (int64_t i = b; i < e; ++i) o[i] = static_cast<float>(in[i]) * (1.0f / 255.0f);
-    }
-  });
+  pool.parallel_for(out.size(), kMinElementsPerTask, 16,
+                    [&](int64_t b, int64_t e) { u8_to_float_range(in, o, b, e, binarize); });
+}
+
+void bias_act_block(Mat z, const float* bias, bool relu, int64_t r0, int64_t r1, int64_t c0,
+                    int64_t c1) {
+  bias_act_loop(z.data, z.cols, bias, relu, r0, r1, c0, c1);
 }
 
 void bias_relu_forward(ThreadPool& pool, Mat z, const float* bias) {
   // z: (rows, cols), bias: (cols)
-  const int64_t cols = z.cols;
-  pool.parallel_for(z.rows, std::max<int64_t>(1, kMinElementsPerTask / cols), 1,
-                    [&](int64_t r0, int64_t r1) {
-                      for (int64_t r = r0; r < r1; ++r) {
-                        float* row = z.data + r * cols;
-                        for (int64_t c = 0; c < cols; ++c) {
-                          const float x = row[c] + bias[c];
-                          row[c] = x <= 0.0f ? 0.0f : x;  // NaN passes through so the loss sees it
-                        }
-                      }
-                    });
+  pool.parallel_for(
+      z.rows, std::max<int64_t>(1, kMinElementsPerTask / z.cols), 1,
+      [&](int64_t r0, int64_t r1) { bias_act_block(z, bias, true, r0, r1, 0, z.cols); });
 }
 
 void bias_forward(Mat z, const float* bias) {
   // z: (rows, cols), bias: (cols)
-  for (int64_t r = 0; r < z.rows; ++r) {
-    float* row = z.data + r * z.cols;
-    for (int64_t c = 0; c < z.cols; ++c) row[c] += bias[c];
-  }
+  bias_act_block(z, bias, false, 0, z.rows, 0, z.cols);
 }
 
 void relu_backward(ThreadPool& pool, Mat grad, CMat act) {
   // grad, act: (rows, cols); act is the ReLU output, so act > 0 exactly where z > 0
-  float* g = grad.data;
-  const float* a = act.data;
-  pool.parallel_for(grad.size(), kMinElementsPerTask, 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) g[i] = a[i] > 0.0f ? g[i] : 0.0f;
-  });
+  pool.parallel_for(grad.size(), kMinElementsPerTask, 16,
+                    [&](int64_t b, int64_t e) { relu_mask_range(grad.data, act.data, b, e); });
 }
 
 void bias_grad(CMat grad, float* db) {
-  // grad: (rows, cols) -> db: (cols); rows outer so the inner loop is contiguous
-  for (int64_t c = 0; c < grad.cols; ++c) db[c] = 0.0f;
-  for (int64_t r = 0; r < grad.rows; ++r) {
-    const float* row = grad.data + r * grad.cols;
-    for (int64_t c = 0; c < grad.cols; ++c) db[c] += row[c];
-  }
+  // grad: (rows, cols) -> db: (cols)
+  column_sums(grad.data, grad.rows, grad.cols, db);
 }
 
 void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* metrics) {
@@ -74,17 +103,22 @@ void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* me
     for (int64_t c = 1; c < classes; ++c)
       if (x[c] > x[argmax]) argmax = c;
     const float max = x[argmax];
+    // With dlogits, each exp is kept there for the gradient below: one exp per logit.
+    float* d = dlogits ? dlogits + r * classes : nullptr;
     float sum = 0.0f;
-    for (int64_t c = 0; c < classes; ++c) sum += std::exp(x[c] - max);
+    for (int64_t c = 0; c < classes; ++c) {
+      const float e = std::exp(x[c] - max);
+      if (d) d[c] = e;
+      sum += e;
+    }
     const int64_t label = labels[r];
     // -log softmax[label] = log(sum) - (x[label] - max), finite even for huge logits
     loss_sum += static_cast<double>(std::log(sum) - (x[label] - max));
     correct += (argmax == label);
-    if (dlogits) {
-      float* d = dlogits + r * classes;
+    if (d) {
       const float inv_sum = 1.0f / sum;
       for (int64_t c = 0; c < classes; ++c)
-        d[c] = (std::exp(x[c] - max) * inv_sum - (c == label ? 1.0f : 0.0f)) * inv_rows;
+        d[c] = (d[c] * inv_sum - (c == label ? 1.0f : 0.0f)) * inv_rows;
     }
   }
   metrics[kMetricLossSum] += loss_sum;

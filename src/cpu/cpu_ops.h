@@ -52,6 +52,13 @@ GemmSplit gemm_split(int64_t m, int64_t n, int64_t k);
 // lib: kDefault resolves as resolve_cpu_gemm does.
 void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b,
           float beta, Mat c);
+// out = x w + bias, then ReLU when relu: gemm()'s blocks (the same split, so
+// the same bits as gemm() then bias_relu_forward or bias_forward), each
+// followed on its own thread by the bias (+ ReLU) over its block of out while
+// that block is in the core's cache: no second pass, no second wake-up of the
+// pool.
+void gemm_bias_act(ThreadPool& pool, CpuGemm lib, CMat x, CMat w, const float* bias, bool relu,
+                   Mat out);
 // Rows [row_begin, row_end) of c only, as one single-threaded library call:
 // for a block of gemm_split's rows, the bits gemm() gives those rows.
 void gemm_rows(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
@@ -60,6 +67,11 @@ void gemm_rows(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, flo
 std::string onednn_version();
 void u8_to_float(ThreadPool& pool, const uint8_t* in, Mat out, bool binarize);
 void bias_relu_forward(ThreadPool& pool, Mat z, const float* bias);
+// z = z + bias (then max(z, 0) when relu) over rows [r0, r1) and columns
+// [c0, c1) of z only, on the calling thread: bias_relu_forward's and
+// bias_forward's arithmetic on one block, for gemm_bias_act's blocks.
+void bias_act_block(Mat z, const float* bias, bool relu, int64_t r0, int64_t r1, int64_t c0,
+                    int64_t c1);
 void bias_forward(Mat z, const float* bias);
 void relu_backward(ThreadPool& pool, Mat grad, CMat act);
 void bias_grad(CMat grad, float* db);
