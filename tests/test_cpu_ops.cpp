@@ -198,7 +198,7 @@ TEST_P(CpuOps, BiasGradIsColumnSumsAndOverwrites) {
     be->bias_grad(CMat{dg.get(), s.rows, s.cols}, db.get());
     std::vector<double> want(static_cast<std::size_t>(s.cols), 0.0), mag(want.size(), 0.0);
     // In float, the rows added in order: the exact bits the op promises at
-    // every vector width (relu_backward_bias_grad's blocks rely on it).
+    // every vector width.
     std::vector<float> in_row_order(want.size(), 0.0f);
     for (int64_t r = 0; r < s.rows; ++r)
       for (int64_t c = 0; c < s.cols; ++c) {

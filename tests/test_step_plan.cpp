@@ -233,36 +233,37 @@ TEST(StepOps, GemmBiasActIsGemmThenTheBiasOp) {
   struct Shape {
     int64_t m, k, n;
   };
-  for (const int threads : {1, 2})
-    for (const Shape s : {Shape{9, 17, 12}, Shape{100, 300, 200}, Shape{40, 600, 400}}) {
-      auto be = make_cpu_backend({threads});
-      EXPECT_TRUE(be->fuses_gemm_epilogue());
-      const auto x = random_floats(static_cast<std::size_t>(s.m * s.k), 8);
-      const auto w = random_floats(static_cast<std::size_t>(s.k * s.n), 9);
-      const auto b = random_floats(static_cast<std::size_t>(s.n), 10);
-      DeviceVec<float> dx(*be, x), dw(*be, w), db(*be, b);
-      for (bool relu : {true, false}) {
-        DeviceVec<float> o1(*be, std::vector<float>(static_cast<std::size_t>(s.m * s.n), 3.0f));
-        DeviceVec<float> o2(*be, std::vector<float>(static_cast<std::size_t>(s.m * s.n)));
-        be->gemm_bias_act({dx.get(), s.m, s.k}, {dw.get(), s.k, s.n}, db.get(), relu,
-                          {o1.get(), s.m, s.n});
-        be->gemm(Trans::kNo, Trans::kNo, 1.0f, {dx.get(), s.m, s.k}, {dw.get(), s.k, s.n}, 0.0f,
-                 {o2.get(), s.m, s.n});
-        if (relu)
-          be->bias_relu_forward({o2.get(), s.m, s.n}, db.get());
-        else
-          be->bias_forward({o2.get(), s.m, s.n}, db.get());
-        const auto got = o1.download();
-        EXPECT_EQ(got, o2.download()) << threads << " threads, " << s.m << "x" << s.n << relu;
-        EXPECT_EQ(std::count(got.begin(), got.end(), 0.0f) > 0, relu);  // the ReLU did clip
+  for (const CpuGemm lib : {CpuGemm::kOpenblas, CpuGemm::kDefault})
+    for (const int threads : {1, 2})
+      for (const Shape s : {Shape{9, 17, 12}, Shape{100, 300, 200}, Shape{40, 600, 400}}) {
+        auto be = make_cpu_backend({threads, lib});
+        EXPECT_TRUE(be->fuses_gemm_epilogue());
+        const auto x = random_floats(static_cast<std::size_t>(s.m * s.k), 8);
+        const auto w = random_floats(static_cast<std::size_t>(s.k * s.n), 9);
+        const auto b = random_floats(static_cast<std::size_t>(s.n), 10);
+        DeviceVec<float> dx(*be, x), dw(*be, w), db(*be, b);
+        for (bool relu : {true, false}) {
+          DeviceVec<float> o1(*be, std::vector<float>(static_cast<std::size_t>(s.m * s.n), 3.0f));
+          DeviceVec<float> o2(*be, std::vector<float>(static_cast<std::size_t>(s.m * s.n)));
+          be->gemm_bias_act({dx.get(), s.m, s.k}, {dw.get(), s.k, s.n}, db.get(), relu,
+                            {o1.get(), s.m, s.n});
+          be->gemm(Trans::kNo, Trans::kNo, 1.0f, {dx.get(), s.m, s.k}, {dw.get(), s.k, s.n}, 0.0f,
+                   {o2.get(), s.m, s.n});
+          if (relu)
+            be->bias_relu_forward({o2.get(), s.m, s.n}, db.get());
+          else
+            be->bias_forward({o2.get(), s.m, s.n}, db.get());
+          const auto got = o1.download();
+          EXPECT_EQ(got, o2.download()) << threads << " threads, " << s.m << "x" << s.n << relu;
+          EXPECT_EQ(std::count(got.begin(), got.end(), 0.0f) > 0, relu);  // the ReLU did clip
+        }
+        EXPECT_TRUE(testing::throws_error(
+            [&] {
+              be->gemm_bias_act({dx.get(), s.m, s.k}, {dw.get(), s.n, s.k}, db.get(), true,
+                                {dx.get(), s.m, s.n});
+            },
+            ExitCode::kFailure, {"gemm_bias_act"}));
       }
-      EXPECT_TRUE(testing::throws_error(
-          [&] {
-            be->gemm_bias_act({dx.get(), s.m, s.k}, {dw.get(), s.n, s.k}, db.get(), true,
-                              {dx.get(), s.m, s.n});
-          },
-          ExitCode::kFailure, {"gemm_bias_act"}));
-    }
 }
 
 // ---- the plan's step is the old step ---------------------------------------------
