@@ -1,7 +1,8 @@
 // CpuBackend: the Backend seam on the host. Everything is synchronous, so
 // events and fences are plain counters and a "graph" is the step function
 // itself. Threads: one ThreadPool of `threads` splits every op, sgemm
-// included, except a layer's dW and dX, which run side by side, one whole
+// included (a forward GEMM's blocks each carry their bias and ReLU,
+// gemm_bias_act_impl), except a layer's dW and dX, which run side by side, one whole
 // GEMM per core (run_side_by_side_impl), and layer 0's dW, whose row blocks
 // both cores claim (run_beside_pieces_impl); OpenBLAS and oneDNN are held to
 // one thread per call (see cpu/cpu_gemm.cpp and cpu/thread_pool.h).

@@ -145,6 +145,25 @@ void gemm_block(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, fl
 
 thread_local bool t_whole_gemms = false;
 
+// Calls block(r0, r1, c0, c1) for each block of gemm_split(m, n, k), one pool
+// task per block; the whole (m, n) on the calling thread when it does not
+// split or inside WholeGemms.
+template <class F>
+void for_each_block(ThreadPool& pool, int64_t m, int64_t n, int64_t k, const F& block) {
+  const GemmSplit split = gemm_split(m, n, k);
+  if (split.blocks <= 1 || t_whole_gemms) {
+    block(int64_t{0}, m, int64_t{0}, n);
+    return;
+  }
+  pool.run(split.blocks, [&](int i) {
+    const int64_t b0 = split.bounds[i], b1 = split.bounds[i + 1];
+    if (split.by_columns)
+      block(int64_t{0}, m, b0, b1);
+    else
+      block(b0, b1, int64_t{0}, n);
+  });
+}
+
 }  // namespace
 
 WholeGemms::WholeGemms() : on_(t_whole_gemms) {}
@@ -195,18 +214,9 @@ void gemm(ThreadPool& pool, CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a
   const SignalsBlockedFor no_signals(lib);
   // A layer's dW and dX are not split at all: they run side by side, one
   // whole GEMM per core (WholeGemms, CpuBackend::run_side_by_side_impl).
-  const int64_t m = c.rows, n = c.cols, k = ta == Trans::kNo ? a.cols : a.rows;
-  const GemmSplit split = gemm_split(m, n, k);
-  if (split.blocks <= 1 || t_whole_gemms) {
-    gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, 0, n);
-    return;
-  }
-  pool.run(split.blocks, [&](int i) {
-    const int64_t b0 = split.bounds[i], b1 = split.bounds[i + 1];
-    if (split.by_columns)
-      gemm_block(lib, ta, tb, alpha, a, b, beta, c, 0, m, b0, b1);
-    else
-      gemm_block(lib, ta, tb, alpha, a, b, beta, c, b0, b1, 0, n);
+  const int64_t k = ta == Trans::kNo ? a.cols : a.rows;
+  for_each_block(pool, c.rows, c.cols, k, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    gemm_block(lib, ta, tb, alpha, a, b, beta, c, r0, r1, c0, c1);
   });
 }
 
@@ -214,23 +224,11 @@ void gemm_bias_act(ThreadPool& pool, CpuGemm lib, CMat x, CMat w, const float* b
                    Mat out) {
   lib = resolve_cpu_gemm(lib);
   const SignalsBlockedFor no_signals(lib);
-  const int64_t m = out.rows, n = out.cols;
-  const GemmSplit split = gemm_split(m, n, x.cols);
-  const auto block = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    gemm_block(lib, Trans::kNo, Trans::kNo, 1.0f, x, w, 0.0f, out, r0, r1, c0, c1);
-    bias_act_block(out, bias, relu, r0, r1, c0, c1);
-  };
-  if (split.blocks <= 1 || t_whole_gemms) {
-    block(0, m, 0, n);
-    return;
-  }
-  pool.run(split.blocks, [&](int i) {
-    const int64_t b0 = split.bounds[i], b1 = split.bounds[i + 1];
-    if (split.by_columns)
-      block(0, m, b0, b1);
-    else
-      block(b0, b1, 0, n);
-  });
+  for_each_block(pool, out.rows, out.cols, x.cols,
+                 [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+                   gemm_block(lib, Trans::kNo, Trans::kNo, 1.0f, x, w, 0.0f, out, r0, r1, c0, c1);
+                   bias_act_block(out, bias, relu, r0, r1, c0, c1);
+                 });
 }
 
 void gemm_rows(CpuGemm lib, Trans ta, Trans tb, float alpha, CMat a, CMat b, float beta, Mat c,
