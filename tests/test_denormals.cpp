@@ -3,7 +3,9 @@
 // built with, whatever their creator's; the CPU backend flushes on every
 // thread an op runs on (caller and workers) by default, keeps IEEE subnormals
 // when asked, and leaves the caller's own mode as it found it; --denormals
-// reaches the backend options.
+// reaches the backend options; every CPU op that computes flushes on the
+// caller as on the workers.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
 
@@ -130,6 +132,118 @@ TEST(Denormals, CpuBackendFlushesOnEveryThreadByDefaultAndKeepsWhenAsked) {
     }
     EXPECT_EQ(wrong, 0);
   }
+}
+
+// Every CPU op that does arithmetic flushes on the caller too, not only on the
+// workers: at 1 thread the caller computes all of it, at 2 the tasks it
+// claims. Each op gets subnormal inputs whose result is 0 with FTZ+DAZ and
+// positive with IEEE subnormals (a select reads a subnormal act > 0 as 0 > 0
+// under DAZ), so an op that forgot its DenormalMode gives a positive result
+// while the backend flushes. u8_to_float (integer inputs) and softmax_xent and
+// its fused backward (they subtract the row maximum first, so subnormal logits
+// change nothing) cannot tell the modes apart and are left out. Caught when
+// the guard is taken out of gemm, bias_forward or relu_backward (tried).
+TEST(Denormals, EveryCpuOpFlushesOnTheCallerAsOnTheWorkers) {
+  const float tiny = kSmallestNormal * 0.25f;
+  const int64_t rows = 256, cols = 512, depth = 64;  // > 2 x 16,384 elements: both threads
+  const auto filled = [](int64_t n, float x) {
+    return std::vector<float>(static_cast<std::size_t>(n), x);
+  };
+  std::vector<CpuGemm> libs{CpuGemm::kOpenblas};
+  if (onednn_compiled()) libs.push_back(CpuGemm::kOnednn);
+  for (const CpuGemm lib : libs)
+    for (const int threads : {1, 2})
+      for (const bool flush : {true, false}) {
+        SCOPED_TRACE(fmt::format("{}, {} thread(s), {}", cpu_gemm_name(lib), threads,
+                                 flush ? "flush" : "keep"));
+        CpuOptions opt{threads, lib};
+        opt.flush_denormals = flush;
+        auto be = make_cpu_backend(opt);
+        // Every element 0 when flushed, positive when kept; the caller's mode untouched.
+        const auto expect_mode = [&](const char* op, const std::vector<float>& got) {
+          EXPECT_FALSE(cpu::denormals_flushed()) << op << " left its mode on the caller";
+          int64_t wrong = 0;
+          for (std::size_t i = 0; i < got.size(); ++i) {
+            const bool ok = flush ? got[i] == 0.0f : got[i] > 0.0f;
+            if (!ok && wrong++ < 2) ADD_FAILURE() << op << ": element " << i << " is " << got[i];
+          }
+          EXPECT_EQ(wrong, 0) << op;
+        };
+        const DeviceVec<float> tiny_in(*be, filled(rows * depth, tiny)),
+            ones_w(*be, filled(depth * cols, 1.0f)), zero_bias(*be, filled(cols, 0.0f)),
+            tiny_act(*be, filled(rows * cols, tiny));
+        const CMat a{tiny_in.get(), rows, depth}, w{ones_w.get(), depth, cols};
+        {
+          DeviceVec<float> c(*be, filled(rows * cols, -1.0f));
+          be->gemm(Trans::kNo, Trans::kNo, 1.0f, a, w, 0.0f, Mat{c.get(), rows, cols});
+          expect_mode("gemm", c.download());
+        }
+        {
+          DeviceVec<float> c(*be, filled(rows * cols, -1.0f));
+          const Mat cm{c.get(), rows, cols};
+          const std::vector<int64_t> blocks = be->gemm_row_blocks(Trans::kNo, Trans::kNo, a, w, cm);
+          for (std::size_t i = 0; i + 1 < blocks.size(); ++i)
+            be->gemm_rows(Trans::kNo, Trans::kNo, 1.0f, a, w, 0.0f, cm, blocks[i], blocks[i + 1]);
+          expect_mode("gemm_rows", c.download());
+        }
+        {
+          DeviceVec<float> c1(*be, filled(rows * cols, -1.0f)), c2(*be, filled(rows * cols, -1.0f));
+          be->run_side_by_side(
+              [&] {
+                be->gemm(Trans::kNo, Trans::kNo, 1.0f, a, w, 0.0f, Mat{c1.get(), rows, cols});
+              },
+              [&] {
+                be->gemm(Trans::kNo, Trans::kNo, 1.0f, a, w, 0.0f, Mat{c2.get(), rows, cols});
+              });
+          expect_mode("run_side_by_side (first)", c1.download());
+          expect_mode("run_side_by_side (second)", c2.download());
+        }
+        {
+          DeviceVec<float> out(*be, filled(rows * cols, -1.0f));
+          be->gemm_bias_act(a, w, zero_bias.get(), /*relu=*/true, Mat{out.get(), rows, cols});
+          expect_mode("gemm_bias_act", out.download());
+        }
+        {
+          DeviceVec<float> z(*be, filled(rows * cols, tiny));
+          be->bias_relu_forward(Mat{z.get(), rows, cols}, zero_bias.get());
+          expect_mode("bias_relu_forward", z.download());
+        }
+        {
+          DeviceVec<float> z(*be, filled(rows * cols, tiny));
+          be->bias_forward(Mat{z.get(), rows, cols}, zero_bias.get());
+          expect_mode("bias_forward", z.download());
+        }
+        {
+          DeviceVec<float> grad(*be, filled(rows * cols, 1.0f));
+          be->relu_backward(Mat{grad.get(), rows, cols}, CMat{tiny_act.get(), rows, cols});
+          expect_mode("relu_backward", grad.download());
+        }
+        {
+          DeviceVec<float> db(*be, filled(cols, -1.0f));
+          be->bias_grad(CMat{tiny_act.get(), rows, cols}, db.get());
+          expect_mode("bias_grad", db.download());
+        }
+        {
+          DeviceVec<float> grad(*be, filled(rows * cols, 1.0f)), db(*be, filled(cols, -1.0f));
+          be->relu_backward_bias_grad(Mat{grad.get(), rows, cols}, CMat{tiny_act.get(), rows, cols},
+                                      db.get());
+          expect_mode("relu_backward_bias_grad (grad)", grad.download());
+          expect_mode("relu_backward_bias_grad (db)", db.download());
+        }
+        {
+          // Zero gradients, subnormal moments: flushed, the moments read as 0
+          // and stay 0; kept, they decay and stay positive.
+          const int64_t n = rows * cols;
+          DeviceVec<float> p(*be, filled(n, 0.5f)), g(*be, filled(n, 0.0f)),
+              m(*be, filled(n, tiny)), v(*be, filled(n, tiny));
+          OptimizerState st;
+          st.step = 1;
+          const DeviceVec<OptimizerState> state(*be, std::vector<OptimizerState>{st});
+          be->adam_update(p.get(), g.get(), m.get(), v.get(), n, state.get());
+          expect_mode("adam_update (m)", m.download());
+          expect_mode("adam_update (v)", v.download());
+        }
+      }
 }
 
 #else
