@@ -2,10 +2,11 @@
 // events and fences are plain counters and a "graph" is the step function
 // itself. Threads: one ThreadPool of `threads` splits every op, sgemm
 // included (a forward GEMM's blocks each carry their bias and ReLU,
-// gemm_bias_act_impl), except a layer's dW and dX, which run side by side, one whole
-// GEMM per core (run_side_by_side_impl), and layer 0's dW, whose row blocks
-// both cores claim (run_beside_pieces_impl); OpenBLAS and oneDNN are held to
-// one thread per call (see cpu/cpu_gemm.cpp and cpu/thread_pool.h).
+// gemm_bias_act_impl), except a layer's dW and dX, which run side by side,
+// one whole GEMM per core (run_side_by_side_impl), and layer 0's dW, whose
+// row blocks both cores claim (run_beside_pieces_impl); OpenBLAS and oneDNN
+// are held to one thread per call (see cpu/cpu_gemm.cpp and
+// cpu/thread_pool.h).
 // Subnormals: every op below that computes runs under a DenormalMode (the
 // caller's thread, for the op's duration) and the pool's workers hold the same
 // mode for good (cpu/denormals.h).
