@@ -2,15 +2,12 @@
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
 //   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps),  t = ++step
 // at t = 1 and t = 2 (where a missing or off-by-one bias correction shows),
-// from a non-zero step, through Backend::adam_step and through Model::update;
-// every compiled vector-width variant of the CPU loop gives the same bits.
+// from a non-zero step, through Backend::adam_step and through Model::update
+// (every vector width giving the same bits: tests/test_vector_width.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdio>
-#include <cstring>
 
-#include "cpu/cpu_ops.h"
 #include "mlp/model.h"
 #include "testing.h"
 
@@ -133,41 +130,6 @@ TEST(AdamStep, ModelRefusesBadHyperparameters) {
   EXPECT_TRUE(refused(AdamHyper{std::nanf(""), 0.9f, 0.999f, 1e-8f}, "--lr"));
   EXPECT_TRUE(refused(AdamHyper{INFINITY, 0.9f, 0.999f, 1e-8f}, "--lr"));
   EXPECT_TRUE(refused(AdamHyper{1e-3f, 0.9f, 0.999f, INFINITY}, "--eps"));
-}
-
-// GCC would contract a*b+c into FMAs in the AVX2/AVX-512 variants unless told
-// not to (-ffp-contract=off); then results would depend on the CPU.
-TEST(AdamStep, EveryVectorWidthVariantGivesTheSameBits) {
-  const int64_t n = 1001;  // not a multiple of any vector width
-  const auto p0 = random_floats(n, 21), g = random_floats(n, 22);
-  auto m0 = random_floats(n, 23, 0.1), v0 = random_floats(n, 24, 0.1);
-  for (auto& x : v0) x = x * x;
-  std::vector<float> want_p, want_m, want_v;
-  int ran = 0;
-  for (const cpu::AdamVariant& variant : cpu::adam_variants()) {
-    if (!variant.supported) {
-      std::printf("[ info ] Adam variant %s: not supported by this CPU, not run\n", variant.name);
-      continue;
-    }
-    std::vector<float> p = p0, m = m0, v = v0;
-    variant.fn(p.data(), g.data(), m.data(), v.data(), 0, n, 0.9f, 0.999f, 1.3e-3f, 1.7f, 1e-8f);
-    ++ran;
-    if (want_p.empty()) {
-      want_p = p, want_m = m, want_v = v;
-      continue;
-    }
-    SCOPED_TRACE(variant.name);
-    EXPECT_EQ(0, std::memcmp(p.data(), want_p.data(), n * sizeof(float)));
-    EXPECT_EQ(0, std::memcmp(m.data(), want_m.data(), n * sizeof(float)));
-    EXPECT_EQ(0, std::memcmp(v.data(), want_v.data(), n * sizeof(float)));
-  }
-  EXPECT_GE(ran, 1);
-  // And the baseline is the plain formula, evaluated without contraction.
-  for (int64_t i = 0; i < n; ++i) {
-    volatile float a = 0.9f * m0[i], b = (1.0f - 0.9f) * g[i];
-    const float mi = a + b;
-    EXPECT_EQ(want_m[i], mi) << i;
-  }
 }
 
 TEST(AdamStep, ModelUpdateAppliesAdamToTheFlatBuffer) {

@@ -7,24 +7,28 @@
 #include <algorithm>
 #include <cmath>
 
-#include "cpu/vector_clones.h"
+#include "cpu/vector_width.h"
 
 namespace mlp::cpu {
 namespace {
 
-// The loops themselves, each built for every vector width (vector_clones.h):
+// The loops themselves, each built for every vector width (vector_width.h):
 // every element is one exact operation, so all widths give the same bits.
-MLP_VECTOR_CLONES void u8_to_float_range(const uint8_t* __restrict in, float* __restrict out,
-                                         int64_t begin, int64_t end, bool binarize) {
+MLP_VECTOR_BODY void u8_to_float_loop(const uint8_t* __restrict in, float* __restrict out,
+                                      int64_t begin, int64_t end, bool binarize) {
   if (binarize) {
     for (int64_t i = begin; i < end; ++i) out[i] = in[i] > 127 ? 1.0f : 0.0f;
   } else {
     for (int64_t i = begin; i < end; ++i) out[i] = static_cast<float>(in[i]) * (1.0f / 255.0f);
   }
 }
+MLP_VECTOR_VARIANTS(u8_to_float_range, u8_to_float_loop,
+                    (const uint8_t* __restrict in, float* __restrict out, int64_t begin,
+                     int64_t end, bool binarize),
+                    (in, out, begin, end, binarize))
 
-MLP_VECTOR_CLONES void bias_act_loop(float* __restrict z, int64_t ld, const float* __restrict bias,
-                                     bool relu, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+MLP_VECTOR_BODY void bias_act_loop(float* __restrict z, int64_t ld, const float* __restrict bias,
+                                   bool relu, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
   for (int64_t r = r0; r < r1; ++r) {
     float* row = z + r * ld;
     if (relu) {
@@ -37,22 +41,33 @@ MLP_VECTOR_CLONES void bias_act_loop(float* __restrict z, int64_t ld, const floa
     }
   }
 }
+MLP_VECTOR_VARIANTS(bias_act_rows, bias_act_loop,
+                    (float* __restrict z, int64_t ld, const float* __restrict bias, bool relu,
+                     int64_t r0, int64_t r1, int64_t c0, int64_t c1),
+                    (z, ld, bias, relu, r0, r1, c0, c1))
 
-MLP_VECTOR_CLONES void relu_mask_range(float* __restrict g, const float* __restrict a,
-                                       int64_t begin, int64_t end) {
+MLP_VECTOR_BODY void relu_mask_loop(float* __restrict g, const float* __restrict a, int64_t begin,
+                                    int64_t end) {
   for (int64_t i = begin; i < end; ++i) g[i] = a[i] > 0.0f ? g[i] : 0.0f;
 }
+MLP_VECTOR_VARIANTS(relu_mask_range, relu_mask_loop,
+                    (float* __restrict g, const float* __restrict a, int64_t begin, int64_t end),
+                    (g, a, begin, end))
 
 // db: the column sums of grad (rows, cols), the rows added in order from 0.0f
 // (rows outer, so the inner loop is contiguous and vectorizes over columns).
-MLP_VECTOR_CLONES void column_sums(const float* __restrict grad, int64_t rows, int64_t cols,
-                                   float* __restrict db) {
+MLP_VECTOR_BODY void column_sums_loop(const float* __restrict grad, int64_t rows, int64_t cols,
+                                      float* __restrict db) {
   for (int64_t c = 0; c < cols; ++c) db[c] = 0.0f;
   for (int64_t r = 0; r < rows; ++r) {
     const float* g = grad + r * cols;
     for (int64_t c = 0; c < cols; ++c) db[c] += g[c];
   }
 }
+MLP_VECTOR_VARIANTS(column_sums, column_sums_loop,
+                    (const float* __restrict grad, int64_t rows, int64_t cols,
+                     float* __restrict db),
+                    (grad, rows, cols, db))
 
 }  // namespace
 
@@ -65,7 +80,7 @@ void u8_to_float(ThreadPool& pool, const uint8_t* in, Mat out, bool binarize) {
 
 void bias_act_block(Mat z, const float* bias, bool relu, int64_t r0, int64_t r1, int64_t c0,
                     int64_t c1) {
-  bias_act_loop(z.data, z.cols, bias, relu, r0, r1, c0, c1);
+  bias_act_rows(z.data, z.cols, bias, relu, r0, r1, c0, c1);
 }
 
 void bias_relu_forward(ThreadPool& pool, Mat z, const float* bias) {
@@ -131,12 +146,9 @@ namespace {
 // and the whole library is compiled with -ffp-contract=off, so no variant fuses
 // a*b+c into an FMA: every vector width gives the same bits (tested), and they
 // equal the CUDA kernel's __fmul_rn/__fadd_rn arithmetic.
-inline __attribute__((always_inline)) void adam_loop(float* __restrict params,
-                                                     const float* __restrict grads,
-                                                     float* __restrict m, float* __restrict v,
-                                                     int64_t begin, int64_t end, float b1, float b2,
-                                                     float step_size, float inv_sqrt_bc2,
-                                                     float eps) {
+MLP_VECTOR_BODY void adam_loop(float* __restrict params, const float* __restrict grads,
+                               float* __restrict m, float* __restrict v, int64_t begin, int64_t end,
+                               float b1, float b2, float step_size, float inv_sqrt_bc2, float eps) {
   for (int64_t i = begin; i < end; ++i) {
     const float g = grads[i];
     const float mi = b1 * m[i] + (1.0f - b1) * g;
@@ -146,48 +158,11 @@ inline __attribute__((always_inline)) void adam_loop(float* __restrict params,
     params[i] -= step_size * mi / (__builtin_sqrtf(vi) * inv_sqrt_bc2 + eps);
   }
 }
-
-#define MLP_ADAM_ARGS                                                                       \
-  float *__restrict params, const float *__restrict grads, float *__restrict m,             \
-      float *__restrict v, int64_t begin, int64_t end, float b1, float b2, float step_size, \
-      float inv_sqrt_bc2, float eps
-#define MLP_ADAM_CALL params, grads, m, v, begin, end, b1, b2, step_size, inv_sqrt_bc2, eps
-
-void adam_range_baseline(MLP_ADAM_ARGS) { adam_loop(MLP_ADAM_CALL); }
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void adam_range_avx2(MLP_ADAM_ARGS) {
-  adam_loop(MLP_ADAM_CALL);
-}
-__attribute__((target("avx512f"))) void adam_range_avx512(MLP_ADAM_ARGS) {
-  adam_loop(MLP_ADAM_CALL);
-}
-#endif
-
-}  // namespace
-
-std::vector<AdamVariant> adam_variants() {
-  std::vector<AdamVariant> all{{"baseline", adam_range_baseline, true}};
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  all.push_back(
-      {"avx2", adam_range_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")});
-  all.push_back({"avx512f", adam_range_avx512, __builtin_cpu_supports("avx512f") != 0});
-#endif
-  return all;
-}
-
-namespace {
-
-// The widest variant this CPU runs, picked once.
-AdamRangeFn best_adam_range() {
-  static const AdamRangeFn fn = [] {
-    AdamRangeFn best = adam_range_baseline;
-    for (const AdamVariant& v : adam_variants())
-      if (v.supported) best = v.fn;
-    return best;
-  }();
-  return fn;
-}
+MLP_VECTOR_VARIANTS(adam_range, adam_loop,
+                    (float* __restrict params, const float* __restrict grads, float* __restrict m,
+                     float* __restrict v, int64_t begin, int64_t end, float b1, float b2,
+                     float step_size, float inv_sqrt_bc2, float eps),
+                    (params, grads, m, v, begin, end, b1, b2, step_size, inv_sqrt_bc2, eps))
 
 }  // namespace
 
@@ -200,9 +175,9 @@ void adam_step(ThreadPool& pool, float* params, const float* grads, float* m, fl
   const int64_t t = ++state->step;
   const AdamFactors f = adam_factors(*state, t);
   const AdamHyper h = state->adam;
-  const AdamRangeFn range = best_adam_range();
   pool.parallel_for(n, kMinElementsPerTask, 16, [&](int64_t begin, int64_t end) {
-    range(params, grads, m, v, begin, end, h.beta1, h.beta2, f.step_size, f.inv_sqrt_bc2, h.eps);
+    adam_range(params, grads, m, v, begin, end, h.beta1, h.beta2, f.step_size, f.inv_sqrt_bc2,
+               h.eps);
   });
 }
 

@@ -79,16 +79,4 @@ void softmax_xent(CMat logits, const uint8_t* labels, float* dlogits, double* me
 void adam_step(ThreadPool& pool, float* params, const float* grads, float* m, float* v, int64_t n,
                OptimizerState* state);
 
-// The Adam loop compiled for each x86-64 vector width (the widest supported one
-// runs); exposed so a test can check every variant gives the same bits.
-using AdamRangeFn = void (*)(float* params, const float* grads, float* m, float* v, int64_t begin,
-                             int64_t end, float b1, float b2, float step_size, float inv_sqrt_bc2,
-                             float eps);
-struct AdamVariant {
-  const char* name;
-  AdamRangeFn fn;
-  bool supported;  // this CPU can run it
-};
-std::vector<AdamVariant> adam_variants();
-
 }  // namespace mlp::cpu

@@ -3,7 +3,9 @@
 // GEMMs (each on oneDNN, where built, and on OpenBLAS: gemm_fwd/onednn/...)
 // report FLOP/s and % of the measured FP32 peak (cpu_peak); the
 // memory-bound ops report bytes/s (bytes each call must read and write), next
-// to a memcpy of the same size as the in-cache reference. Wall-clock time is
+// to a memcpy of the same size as the in-cache reference, each at every vector
+// width the CPU runs (op/avx512/..., op/avx2/..., op/baseline/...: the same
+// bits at each, src/cpu/vector_width.h). Wall-clock time is
 // used throughout (UseRealTime) because the ops run on a thread pool.
 //   cpu_ops_bench [--threads=N] [--benchmark_filter=REGEX] [other benchmark flags]
 #include <benchmark/benchmark.h>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/vector_width.h"
 #include "mlp/bench.h"
 #include "mlp/rng.h"
 
@@ -27,6 +30,7 @@ namespace {
 using mlp::CMat;
 using mlp::Mat;
 using mlp::Trans;
+using mlp::cpu::VectorWidth;
 
 int g_threads = 1;
 double g_peak_gflops = 0;
@@ -85,7 +89,8 @@ void bm_memcpy(benchmark::State& state, std::size_t bytes) {
   set_bytes(state, 2.0 * static_cast<double>(bytes));  // read + write, like the ops
 }
 
-void bm_u8_to_float(benchmark::State& state, int64_t rows, int64_t cols) {
+void bm_u8_to_float(benchmark::State& state, VectorWidth width, int64_t rows, int64_t cols) {
+  const mlp::cpu::ScopedVectorWidth scoped(width);
   std::vector<uint8_t> in(static_cast<std::size_t>(rows * cols), 200);
   std::vector<float> out(in.size());
   for (auto _ : state) {
@@ -95,7 +100,8 @@ void bm_u8_to_float(benchmark::State& state, int64_t rows, int64_t cols) {
   set_bytes(state, 5.0 * static_cast<double>(in.size()));
 }
 
-void bm_bias_relu_forward(benchmark::State& state, int64_t rows, int64_t cols) {
+void bm_bias_relu_forward(benchmark::State& state, VectorWidth width, int64_t rows, int64_t cols) {
+  const mlp::cpu::ScopedVectorWidth scoped(width);
   auto z = random_floats(static_cast<std::size_t>(rows * cols), 3);
   auto bias = random_floats(static_cast<std::size_t>(cols), 4);
   for (auto _ : state) {
@@ -105,7 +111,8 @@ void bm_bias_relu_forward(benchmark::State& state, int64_t rows, int64_t cols) {
   set_bytes(state, 8.0 * static_cast<double>(rows * cols));
 }
 
-void bm_bias_forward(benchmark::State& state, int64_t rows, int64_t cols) {
+void bm_bias_forward(benchmark::State& state, VectorWidth width, int64_t rows, int64_t cols) {
+  const mlp::cpu::ScopedVectorWidth scoped(width);
   std::vector<float> z(static_cast<std::size_t>(rows * cols), 0.0f);
   auto bias = random_floats(static_cast<std::size_t>(cols), 5);
   for (auto _ : state) {
@@ -115,7 +122,8 @@ void bm_bias_forward(benchmark::State& state, int64_t rows, int64_t cols) {
   set_bytes(state, 8.0 * static_cast<double>(rows * cols));
 }
 
-void bm_relu_backward(benchmark::State& state, int64_t rows, int64_t cols) {
+void bm_relu_backward(benchmark::State& state, VectorWidth width, int64_t rows, int64_t cols) {
+  const mlp::cpu::ScopedVectorWidth scoped(width);
   auto g = random_floats(static_cast<std::size_t>(rows * cols), 6);
   auto act = random_floats(g.size(), 7);
   for (auto _ : state) {
@@ -125,7 +133,8 @@ void bm_relu_backward(benchmark::State& state, int64_t rows, int64_t cols) {
   set_bytes(state, 12.0 * static_cast<double>(rows * cols));
 }
 
-void bm_bias_grad(benchmark::State& state, int64_t rows, int64_t cols) {
+void bm_bias_grad(benchmark::State& state, VectorWidth width, int64_t rows, int64_t cols) {
+  const mlp::cpu::ScopedVectorWidth scoped(width);
   auto g = random_floats(static_cast<std::size_t>(rows * cols), 8);
   std::vector<float> db(static_cast<std::size_t>(cols));
   for (auto _ : state) {
@@ -148,7 +157,8 @@ void bm_softmax_xent(benchmark::State& state, int64_t rows, int64_t classes) {
   set_bytes(state, 8.0 * static_cast<double>(rows * classes) + static_cast<double>(rows));
 }
 
-void bm_adam_step(benchmark::State& state, int64_t n) {
+void bm_adam_step(benchmark::State& state, VectorWidth width, int64_t n) {
+  const mlp::cpu::ScopedVectorWidth scoped(width);
   auto p = random_floats(static_cast<std::size_t>(n), 10);
   auto g = random_floats(p.size(), 11);
   std::vector<float> m(p.size()), v(p.size());
@@ -181,16 +191,20 @@ void register_all() {
           reg(fmt::format("gemm_dX/{}/B{}/{}x{}", name, b, in, out),
               [=](benchmark::State& s) { bm_gemm(s, lib, Trans::kNo, Trans::kYes, b, in, out); });
       }
-    reg(fmt::format("u8_to_float/B{}/{}", b, kSizes[0]),
-        [=](benchmark::State& s) { bm_u8_to_float(s, b, kSizes[0]); });
-    reg(fmt::format("bias_relu_forward/B{}/{}", b, kSizes[1]),
-        [=](benchmark::State& s) { bm_bias_relu_forward(s, b, kSizes[1]); });
-    reg(fmt::format("bias_forward/B{}/{}", b, kSizes.back()),
-        [=](benchmark::State& s) { bm_bias_forward(s, b, kSizes.back()); });
-    reg(fmt::format("relu_backward/B{}/{}", b, kSizes[1]),
-        [=](benchmark::State& s) { bm_relu_backward(s, b, kSizes[1]); });
-    reg(fmt::format("bias_grad/B{}/{}", b, kSizes[1]),
-        [=](benchmark::State& s) { bm_bias_grad(s, b, kSizes[1]); });
+    // The vectorized loops, at every vector width this CPU runs (widest last).
+    for (const VectorWidth w : mlp::cpu::supported_vector_widths()) {
+      const char* wn = mlp::cpu::vector_width_name(w);
+      reg(fmt::format("u8_to_float/{}/B{}/{}", wn, b, kSizes[0]),
+          [=](benchmark::State& s) { bm_u8_to_float(s, w, b, kSizes[0]); });
+      reg(fmt::format("bias_relu_forward/{}/B{}/{}", wn, b, kSizes[1]),
+          [=](benchmark::State& s) { bm_bias_relu_forward(s, w, b, kSizes[1]); });
+      reg(fmt::format("bias_forward/{}/B{}/{}", wn, b, kSizes.back()),
+          [=](benchmark::State& s) { bm_bias_forward(s, w, b, kSizes.back()); });
+      reg(fmt::format("relu_backward/{}/B{}/{}", wn, b, kSizes[1]),
+          [=](benchmark::State& s) { bm_relu_backward(s, w, b, kSizes[1]); });
+      reg(fmt::format("bias_grad/{}/B{}/{}", wn, b, kSizes[1]),
+          [=](benchmark::State& s) { bm_bias_grad(s, w, b, kSizes[1]); });
+    }
     reg(fmt::format("softmax_xent/B{}/{}", b, kSizes.back()),
         [=](benchmark::State& s) { bm_softmax_xent(s, b, kSizes.back()); });
     const auto act_bytes = static_cast<std::size_t>(b * kSizes[1] * 4);
@@ -200,7 +214,9 @@ void register_all() {
   // The whole flat parameter buffer of 784-500-500-500-10: one Adam call per step.
   int64_t params = 0;
   for (std::size_t l = 0; l + 1 < kSizes.size(); ++l) params += (kSizes[l] + 1) * kSizes[l + 1];
-  reg(fmt::format("adam_step/{}", params), [=](benchmark::State& s) { bm_adam_step(s, params); });
+  for (const VectorWidth w : mlp::cpu::supported_vector_widths())
+    reg(fmt::format("adam_step/{}/{}", mlp::cpu::vector_width_name(w), params),
+        [=](benchmark::State& s) { bm_adam_step(s, w, params); });
   reg(fmt::format("memcpy_reference/{}_floats", params),
       [=](benchmark::State& s) { bm_memcpy(s, static_cast<std::size_t>(params) * 4); });
   reg("memcpy_reference/64MiB_dram", [](benchmark::State& s) { bm_memcpy(s, 64u << 20); });
