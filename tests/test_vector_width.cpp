@@ -42,6 +42,11 @@ TEST(VectorWidth, AScopedWidthPicksItsVariantOnEveryThreadAndIsRestored) {
     int seen_elsewhere = -1;
     std::thread([&] { seen_elsewhere = cpu::pick_vector_variant(0, 1, 2); }).join();
     EXPECT_EQ(seen_elsewhere, want);
+    // And the backend says which width it runs (info, train's and bench's headers).
+    const std::string name = cpu::vector_width_name(w);
+    EXPECT_EQ(cpu_vector_width(), name);
+    EXPECT_NE(make_cpu_backend(CpuOptions{1})->describe().find(", " + name + " loops, "),
+              std::string::npos);
   }
   EXPECT_EQ(cpu::active_vector_width(), widest);
   for (const VectorWidth w : {VectorWidth::kAvx2, VectorWidth::kAvx512}) {

@@ -287,6 +287,10 @@ struct CpuOptions {
 // Whether a CPU backend made with these options flushes subnormals: asked for,
 // and settable on this architecture (x86 MXCSR).
 bool cpu_flushes_denormals(const CpuOptions& opt);
+// The vector width the CPU backend's elementwise and Adam loops run:
+// "avx512", "avx2" or "baseline" (x86-64 SSE2, or any other CPU). The widest
+// this CPU has; every width gives the same bits (src/cpu/vector_width.h).
+const char* cpu_vector_width();
 // The thread count a CpuOptions::threads value means on this machine (0: the
 // physical cores this process may run on, hyperthreads not counted).
 int resolve_cpu_threads(int requested);

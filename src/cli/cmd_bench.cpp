@@ -241,9 +241,9 @@ int run_bench_command(BenchOptions& o) {
   const int64_t epoch_steps = std::max<int64_t>(1, data.set.count / o.cfg.batch);
   const int64_t steps = o.sweep ? o.cfg.steps : std::min(o.cfg.steps, epoch_steps);
   std::string intro = fmt::format(
-      "mnist-mlp {} bench | model {} | {}, subnormals {}\ndata   {}\ntiming median of {} x {}{}{} "
-      "after {}; phases from eagerly stepped, timed steps\n",
-      MLP_VERSION, format_sizes(o.cfg.sizes), plural(threads, "thread"),
+      "mnist-mlp {} bench | model {} | {}, {} loops, subnormals {}\ndata   {}\ntiming median of {} "
+      "x {}{}{} after {}; phases from eagerly stepped, timed steps\n",
+      MLP_VERSION, format_sizes(o.cfg.sizes), plural(threads, "thread"), cpu_vector_width(),
       flushes ? "flushed" : "kept", data.what, plural(o.cfg.repeats, "repeat"),
       plural(steps, "step"),
       steps < o.cfg.steps
@@ -334,6 +334,7 @@ int run_bench_command(BenchOptions& o) {
                       {"sweep", o.sweep},
                       {"gemm", o.device.gemm},
                       {"denormals", flushes ? "flush" : "keep"},
+                      {"cpu_vector_width", cpu_vector_width()},
                       {"skipped", skipped}};
   for (const auto& [dev, p] : peaks)
     j["peaks"][dev] = {{"gflops", p.gflops}, {"gbps", p.gbps}, {"source", p.source}};

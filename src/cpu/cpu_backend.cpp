@@ -24,6 +24,7 @@
 #include "cpu/cpu_step_ops.h"
 #include "cpu/denormals.h"
 #include "cpu/thread_pool.h"
+#include "cpu/vector_width.h"
 #include "mlp/backend.h"
 #include "mlp/error.h"
 
@@ -56,9 +57,9 @@ class CpuBackend final : public Backend {
     const std::string gemm = gemm_ == CpuGemm::kOnednn
                                  ? fmt::format("oneDNN {} sgemm", cpu::onednn_version())
                                  : "OpenBLAS sgemm";
-    return fmt::format("cpu: {}; {} (core {}), {} thread{}, subnormals {}", gemm, config,
+    return fmt::format("cpu: {}; {} (core {}), {} thread{}, {} loops, subnormals {}", gemm, config,
                        openblas_get_corename(), pool_.size(), pool_.size() == 1 ? "" : "s",
-                       flush_denormals_ ? "flushed to zero" : "kept");
+                       cpu_vector_width(), flush_denormals_ ? "flushed to zero" : "kept");
   }
 
  protected:
@@ -238,6 +239,8 @@ class CpuBackend final : public Backend {
 bool cpu_flushes_denormals(const CpuOptions& opt) {
   return opt.flush_denormals && cpu::can_flush_denormals();
 }
+
+const char* cpu_vector_width() { return cpu::vector_width_name(cpu::active_vector_width()); }
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuOptions& opt) {
   return std::make_unique<CpuBackend>(opt);
