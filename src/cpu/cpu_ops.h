@@ -8,7 +8,6 @@
 #include <array>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "cpu/scoped_flag.h"
 #include "cpu/thread_pool.h"
