@@ -38,6 +38,10 @@ struct CMat {
 
 enum class Trans { kNo, kYes };
 enum class BackendKind { kCpu, kCuda };
+// "cpu" | "cuda": the device column of bench rows and the JSON `device` field.
+inline const char* backend_kind_name(BackendKind k) {
+  return k == BackendKind::kCuda ? "cuda" : "cpu";
+}
 
 // metrics points at two doubles in backend memory: {loss_sum, correct_count}.
 inline constexpr int kMetricLossSum = 0;

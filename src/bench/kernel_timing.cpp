@@ -89,7 +89,7 @@ KernelReport time_kernels(Backend& be, const Dataset& data, const BenchConfig& c
   }
 
   KernelReport r;
-  r.device = be.kind() == BackendKind::kCuda ? "cuda" : "cpu";
+  r.device = backend_kind_name(be.kind());
   r.batch = batch;
   std::vector<double> weight(n);
   for (std::size_t i = 0; i < n; ++i) {

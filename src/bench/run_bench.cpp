@@ -147,7 +147,7 @@ BenchResult run_bench(Backend& backend, const Dataset& data, const BenchConfig& 
   Trainer trainer(backend, model, data, nullptr, to);
 
   BenchResult r;
-  r.device = backend.kind() == BackendKind::kCuda ? "cuda" : "cpu";
+  r.device = backend_kind_name(backend.kind());
   r.backend = backend.describe();
   r.batch = cfg.batch;
   r.steps = steps;

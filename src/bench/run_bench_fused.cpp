@@ -46,7 +46,7 @@ BenchResult run_bench_fused(Backend& backend, const Dataset& data, const BenchCo
   }
 
   BenchResult r;
-  r.device = backend.kind() == BackendKind::kCuda ? "cuda" : "cpu";
+  r.device = backend_kind_name(backend.kind());
   r.backend = trainer.describe();
   r.batch = cfg.batch;
   r.steps = steps;

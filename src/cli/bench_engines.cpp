@@ -10,7 +10,7 @@ namespace mlp::cli {
 
 void add_fused_row(Backend& be, const Dataset& data, const BenchConfig& c, const PeakInfo& peak,
                    bool device_all, bool sweep, EngineRows* rows, nlohmann::json* skipped) {
-  const std::string dev = be.kind() == BackendKind::kCuda ? "cuda" : "cpu";
+  const std::string dev = backend_kind_name(be.kind());
   if (dev == "cpu" && device_all) {
     const std::string why =
         "the CPU emulation is a test oracle, not an engine to time at this shape; ask for it "

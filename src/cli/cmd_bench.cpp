@@ -147,7 +147,7 @@ int run_kernels(const BenchOptions& o, std::vector<std::unique_ptr<Backend>>& ba
     for (auto& be : backends) {
       BenchConfig c = o.cfg;
       c.batch = b;
-      const std::string dev = be->kind() == BackendKind::kCuda ? "cuda" : "cpu";
+      const std::string dev = backend_kind_name(be->kind());
       const KernelReport r = time_kernels(*be, data, c, peaks[dev]);
       if (!o.json) {
         fmt::print("\n{}", format_kernel_report(r));
@@ -275,7 +275,7 @@ int run_bench_command(BenchOptions& o) {
     double cpu_sps = 0;
     std::size_t cpu_row = 0;
     for (auto& be : backends) {
-      const std::string dev = be->kind() == BackendKind::kCuda ? "cuda" : "cpu";
+      const std::string dev = backend_kind_name(be->kind());
       if (!o.engine.cublas()) {  // --engine fused|all: the fused row (cli/bench_engines.h)
         add_fused_row(*be, data.set, c, peaks[dev], o.device.device == "all", o.sweep, &engine_rows,
                       &skipped);

@@ -50,7 +50,7 @@ void print_header(Reporter& report, const RunConfig& cfg, const Backend& backend
                   const fused::FusedTrainer& trainer) {
   const std::vector<int64_t>& sizes = model.layout().sizes();
   const nlohmann::json fields = {{"version", MLP_VERSION},
-                                 {"device", backend.kind() == BackendKind::kCuda ? "cuda" : "cpu"},
+                                 {"device", backend_kind_name(backend.kind())},
                                  {"backend", backend.describe()},
                                  {"engine", "fused"},
                                  {"fused", trainer.describe()},
