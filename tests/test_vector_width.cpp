@@ -33,6 +33,9 @@ TEST(VectorWidth, AScopedWidthPicksItsVariantOnEveryThreadAndIsRestored) {
   EXPECT_EQ(widths.front(), VectorWidth::kBaseline);
   const VectorWidth widest = widths.back();
   EXPECT_EQ(cpu::active_vector_width(), widest);
+  std::string listed;  // what the width tests below compare on this machine
+  for (const VectorWidth w : widths) listed += std::string(" ") + cpu::vector_width_name(w);
+  std::printf("[ info ] vector widths this CPU runs:%s\n", listed.c_str());
   for (const VectorWidth w : widths) {
     ScopedVectorWidth scoped(w);
     EXPECT_EQ(cpu::active_vector_width(), w);
