@@ -151,6 +151,7 @@ TEST(BenchCli, JsonHasEveryKeyAndSaysWhatRan) {
                         "sweep", "skipped", "peaks", "results", "denormals"})
     EXPECT_TRUE(j.contains(k)) << "missing key " << k;
   EXPECT_EQ(j.value("denormals", ""), "flush") << "subnormals are flushed by default";
+  EXPECT_EQ(j.value("cpu_vector_width", ""), cpu_vector_width()) << "the loops' width, as run";
   EXPECT_TRUE(j.at("peaks").contains("cpu"));
   const bool cuda_usable = cuda_unavailable_reason().empty();
   ASSERT_EQ(j.at("results").size(), cuda_usable ? 2u : 1u) << j.dump(2);
