@@ -1,6 +1,7 @@
 // Which vector width the CPU loops run (see vector_width.h).
 #include "cpu/vector_width.h"
 
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <string>
@@ -47,12 +48,15 @@ const std::vector<VectorWidth>& supported_vector_widths() {
   return widths;
 }
 
+bool vector_width_supported(VectorWidth w) {
+  const std::vector<VectorWidth>& widths = supported_vector_widths();
+  return std::find(widths.begin(), widths.end(), w) != widths.end();
+}
+
 VectorWidth active_vector_width() { return active().load(std::memory_order_relaxed); }
 
 ScopedVectorWidth::ScopedVectorWidth(VectorWidth w) : previous_(active_vector_width()) {
-  bool supported = false;
-  for (const VectorWidth s : supported_vector_widths()) supported = supported || s == w;
-  if (!supported)
+  if (!vector_width_supported(w))
     throw std::invalid_argument(std::string("this CPU does not run the ") + vector_width_name(w) +
                                 " vector width");
   active().store(w, std::memory_order_relaxed);

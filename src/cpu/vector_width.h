@@ -24,6 +24,8 @@ enum class VectorWidth { kBaseline, kAvx2, kAvx512 };
 const char* vector_width_name(VectorWidth w);
 // The widths this CPU runs, narrowest first; always starts with kBaseline.
 const std::vector<VectorWidth>& supported_vector_widths();
+// Whether this CPU runs w (one of supported_vector_widths()).
+bool vector_width_supported(VectorWidth w);
 // The width the loops run now: the widest supported, or a ScopedVectorWidth's.
 VectorWidth active_vector_width();
 
