@@ -51,12 +51,12 @@ ParamLayout::ParamLayout(std::vector<int64_t> sizes) : sizes_(std::move(sizes)) 
   if (sizes_.size() < 2) throw usage_error("a model needs at least an input and an output size");
   for (int64_t s : sizes_)
     if (s <= 0 || s > (1 << 20)) throw usage_error(fmt::format("layer size {} is out of range", s));
-  const auto align4 = [](int64_t n) { return (n + 3) / 4 * 4; };  // 16 bytes
+  const auto align = [](int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; };
   for (int64_t l = 0; l < layers(); ++l) {
     w_off_.push_back(total_);
-    total_ += align4(fan_in(l) * fan_out(l));
+    total_ += align(fan_in(l) * fan_out(l));
     b_off_.push_back(total_);
-    total_ += align4(fan_out(l));
+    total_ += align(fan_out(l));
   }
 }
 
@@ -97,10 +97,22 @@ Model::Model(Backend& backend, std::vector<int64_t> sizes, int64_t max_batch, co
   opt_.adam = adam;
   opt_.schedule = schedule;
   const auto floats = [](int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); };
-  params_ = be_.alloc(floats(layout_.total_floats()));
-  grads_ = be_.alloc(floats(layout_.total_floats()));
-  m_ = be_.alloc(floats(layout_.total_floats()));
-  v_ = be_.alloc(floats(layout_.total_floats()));
+  // Parameters, gradients and both moments in one allocation, each array
+  // starting a quarter page (1 KiB) further into a 4 KiB page than the one
+  // before: Adam reads all four at the same index and writes three, and four
+  // separate large allocations all land at the same offset in their pages,
+  // where a CPU's loads can wait on stores to another array that match them in
+  // the low 12 address bits (4K aliasing). With the 64-byte tensor alignment,
+  // a CPU step on a 2-core AMD EPYC Zen 4 was about 1% faster for it, and
+  // about 3% faster for both (in-process A/B, 150 alternating blocks of 10
+  // steps, 2026-12-04). 1 KiB keeps a GPU's 256-byte alignment.
+  const int64_t n = layout_.total_floats();
+  const int64_t stride = (n + kPageFloats - 1) / kPageFloats * kPageFloats + kPageFloats / 4;
+  state_ = be_.alloc(floats(4 * stride));
+  params_ = state_.as<float>();
+  grads_ = params_ + stride;
+  m_ = grads_ + stride;
+  v_ = m_ + stride;
   opt_state_ = be_.alloc(sizeof(OptimizerState));
   be_.upload(opt_state_.data(), &opt_, sizeof(opt_));
   for (int64_t s : layout_.sizes()) acts_.push_back(be_.alloc(floats(max_batch_ * s)));
@@ -122,9 +134,9 @@ ModelState Model::state() const {
   s.params.resize(n);
   s.m.resize(n);
   s.v.resize(n);
-  be_.download(s.params.data(), params_.data(), n * sizeof(float));
-  be_.download(s.m.data(), m_.data(), n * sizeof(float));
-  be_.download(s.v.data(), v_.data(), n * sizeof(float));
+  be_.download(s.params.data(), params_, n * sizeof(float));
+  be_.download(s.m.data(), m_, n * sizeof(float));
+  be_.download(s.v.data(), v_, n * sizeof(float));
   OptimizerState st;
   be_.download(&st, opt_state_.data(), sizeof(st));
   s.step = st.step;
@@ -136,9 +148,9 @@ void Model::set_state(const ModelState& s) {
   if (s.params.size() != n || s.m.size() != n || s.v.size() != n)
     throw Error(ExitCode::kFailure,
                 fmt::format("model state has {} floats, layout needs {}", s.params.size(), n));
-  be_.upload(params_.data(), s.params.data(), n * sizeof(float));
-  be_.upload(m_.data(), s.m.data(), n * sizeof(float));
-  be_.upload(v_.data(), s.v.data(), n * sizeof(float));
+  be_.upload(params_, s.params.data(), n * sizeof(float));
+  be_.upload(m_, s.m.data(), n * sizeof(float));
+  be_.upload(v_, s.v.data(), n * sizeof(float));
   OptimizerState st = opt_;
   st.step = s.step;
   be_.upload(opt_state_.data(), &st, sizeof(st));
@@ -166,7 +178,7 @@ void Model::forward(const uint8_t* images, int64_t batch) {
     throw Error(ExitCode::kFailure, fmt::format("batch {} outside 1..{}", batch, max_batch_));
   ScopedRange range(be_, "forward");
   be_.u8_to_float(images, act(0, batch), binarize_);
-  const float* p = params_.as<float>();
+  const float* p = params_;
   const int64_t last = layout_.layers() - 1;
   for (int64_t l = 0; l <= last; ++l) {
     CMat w{p + layout_.weight_offset(l), layout_.fan_in(l), layout_.fan_out(l)};
@@ -183,8 +195,8 @@ void Model::forward(const uint8_t* images, int64_t batch) {
 
 void Model::backward(const uint8_t* labels, int64_t batch, double* metrics) {
   ScopedRange range(be_, "backward");
-  const float* p = params_.as<float>();
-  float* g = grads_.as<float>();
+  const float* p = params_;
+  float* g = grads_;
   // dys_[l] holds dL/d(output of layer l), pre-activation
   be_.softmax_xent(logits(batch), labels, dys_.back().as<float>(), metrics);
   for (int64_t l = layout_.layers() - 1; l >= 0; --l) {
@@ -215,8 +227,7 @@ void Model::backward(const uint8_t* labels, int64_t batch, double* metrics) {
 
 void Model::update() {
   ScopedRange range(be_, "update");
-  be_.adam_step(params_.as<float>(), grads_.as<float>(), m_.as<float>(), v_.as<float>(),
-                layout_.total_floats(), optimizer_state());
+  be_.adam_step(params_, grads_, m_, v_, layout_.total_floats(), optimizer_state());
 }
 
 void Model::eval_step(const uint8_t* images, const uint8_t* labels, int64_t batch,
@@ -247,8 +258,8 @@ StepPlan Model::train_plan(const uint8_t* images, const uint8_t* labels, int64_t
     throw Error(ExitCode::kFailure, fmt::format("batch {} outside 1..{}", batch, max_batch_));
   constexpr int kMain = 0, kSide = 1;
   const int64_t layers = layout_.layers(), last = layers - 1;
-  float* p = params_.as<float>();
-  float* g = grads_.as<float>();
+  float* p = params_;
+  float* g = grads_;
   const auto f = [](int64_t n) { return static_cast<double>(n); };
   const auto gemm_flops = [&](int64_t m, int64_t n, int64_t k) { return 2.0 * f(m) * f(n) * f(k); };
   StepPlan plan;
@@ -351,8 +362,8 @@ StepPlan Model::train_plan(const uint8_t* images, const uint8_t* labels, int64_t
     // Adam over W_l and b_l (contiguous in the flat layout, padding included).
     const int64_t begin = layout_.weight_offset(l);
     const int64_t end = l < last ? layout_.weight_offset(l + 1) : layout_.total_floats();
-    float* m = m_.as<float>() + begin;
-    float* v = v_.as<float>() + begin;
+    float* m = m_ + begin;
+    float* v = v_ + begin;
     float* pl = p + begin;
     const float* gl = g + begin;
     const OptimizerState* st = optimizer_state();

@@ -256,8 +256,8 @@ TEST(InitialParams, LayoutIsAlignedAndPaddingStaysZero) {
   const ParamLayout lay({7, 5, 3});
   EXPECT_EQ(lay.parameter_count(), 7 * 5 + 5 + 5 * 3 + 3);
   for (int64_t l = 0; l < lay.layers(); ++l) {
-    EXPECT_EQ(lay.weight_offset(l) % 4, 0) << "16-byte aligned";
-    EXPECT_EQ(lay.bias_offset(l) % 4, 0) << "16-byte aligned";
+    EXPECT_EQ(lay.weight_offset(l) % 16, 0) << "64-byte aligned";
+    EXPECT_EQ(lay.bias_offset(l) % 16, 0) << "64-byte aligned";
     EXPECT_GE(lay.bias_offset(l), lay.weight_offset(l) + lay.fan_in(l) * lay.fan_out(l));
   }
   const auto p = initial_params(lay, InitScheme::kNormal, 3);
@@ -273,6 +273,19 @@ TEST(InitialParams, LayoutIsAlignedAndPaddingStaysZero) {
     }
   EXPECT_EQ(ParamLayout({784, 500, 500, 500, 10}).parameter_count(),
             784 * 500 + 500 + 2 * (500 * 500 + 500) + 500 * 10 + 10);
+}
+
+// The flat arrays start on cache lines, and not at the same offset in a 4 KiB
+// page (Model's constructor: 4K aliasing slowed the CPU's Adam loop).
+TEST(InitialParams, ModelArraysStartOnCacheLinesAtDifferentPageOffsets) {
+  auto be = make_cpu_backend(CpuOptions{1});
+  const Model model(*be, {784, 500, 500, 500, 10}, 100, AdamHyper{}, false);
+  const auto at = [](const float* p) { return reinterpret_cast<uintptr_t>(p); };
+  EXPECT_EQ(at(model.params()) % 64, 0u);
+  EXPECT_EQ(at(model.grads()) % 64, 0u);
+  EXPECT_NE(at(model.params()) % 4096, at(model.grads()) % 4096);
+  for (int64_t l = 0; l < model.layout().layers(); ++l)
+    EXPECT_EQ(at(model.params() + model.layout().weight_offset(l)) % 64, 0u) << "layer " << l;
 }
 
 TEST(InitialParams, ParseInitAcceptsOnlyKnownSchemes) {
