@@ -25,13 +25,8 @@ using testing::read_bytes;
 using testing::run_command;
 using testing::TempDir;
 
-inline bool has(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-inline std::string describe(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-}
+using testing::contains;
+using testing::describe;
 
 // 6000 random 28x28 training images (600 steps of batch 10 per epoch).
 inline const std::string& data_dir() {

@@ -18,11 +18,9 @@ namespace mlp {
 namespace {
 
 using testing::CommandResult;
+using testing::describe;
+using testing::run_cli;
 using testing::TempDir;
-
-std::string describe(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-}
 
 TEST(BenchFlops, CountsForwardDwAndDxExceptForTheInputLayer) {
   const int64_t b = 100;
@@ -134,14 +132,10 @@ TEST(CpuPeak, IsPositiveOrSaysWhyNot) {
   EXPECT_TRUE(std::isfinite(p.gflops) && p.gflops > 0.1) << p.gflops;
 }
 
-CommandResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), MLP_CLI_PATH);
-  return testing::run_command(args);
-}
-
 TEST(BenchCli, JsonHasEveryKeyAndSaysWhatRan) {
-  const CommandResult r = cli({"bench", "--device", "all", "--synthetic", "--steps", "2",
-                               "--warmup", "1", "--repeats", "1", "--hidden", "64,32", "--json"});
+  const CommandResult r =
+      run_cli({"bench", "--device", "all", "--synthetic", "--steps", "2", "--warmup", "1",
+               "--repeats", "1", "--hidden", "64,32", "--json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   nlohmann::json j;
   ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
@@ -181,8 +175,8 @@ TEST(BenchCli, JsonHasEveryKeyAndSaysWhatRan) {
 }
 
 TEST(BenchCli, SweepPrintsOneRowPerBatchSize) {
-  const CommandResult r = cli({"bench", "--device", "cpu", "--synthetic", "--sweep", "--steps", "3",
-                               "--warmup", "0", "--repeats", "1", "--hidden", "16"});
+  const CommandResult r = run_cli({"bench", "--device", "cpu", "--synthetic", "--sweep", "--steps",
+                                   "3", "--warmup", "0", "--repeats", "1", "--hidden", "16"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   // Both tables (throughput, phases) have a "cpu <batch> ..." row per size.
   std::multiset<int64_t> rows;
@@ -196,8 +190,9 @@ TEST(BenchCli, SweepPrintsOneRowPerBatchSize) {
   for (int64_t b : {100, 256, 512, 1024, 2048, 4096})
     EXPECT_EQ(rows.count(b), 2u) << b << "\n" << r.out;
   EXPECT_EQ(rows.size(), 12u) << r.out;
-  const CommandResult j = cli({"bench", "--device", "cpu", "--synthetic", "--sweep", "--steps", "3",
-                               "--warmup", "0", "--repeats", "1", "--hidden", "16", "--json"});
+  const CommandResult j =
+      run_cli({"bench", "--device", "cpu", "--synthetic", "--sweep", "--steps", "3", "--warmup",
+               "0", "--repeats", "1", "--hidden", "16", "--json"});
   ASSERT_EQ(j.exit_code, 0) << describe(j);
   std::vector<int64_t> batches;
   const nlohmann::json doc = nlohmann::json::parse(j.out);  // outlives the loop below
@@ -209,8 +204,8 @@ TEST(BenchCli, SweepPrintsOneRowPerBatchSize) {
 // (each timed inside the step) whose times add up to groups_us.
 TEST(BenchCli, KernelsJsonHasNodesAndTheCpuSchedulesGroups) {
   const CommandResult r =
-      cli({"bench", "--device", "cpu", "--synthetic", "--kernels", "--steps", "2", "--warmup", "1",
-           "--repeats", "1", "--hidden", "64,32", "--json"});
+      run_cli({"bench", "--device", "cpu", "--synthetic", "--kernels", "--steps", "2", "--warmup",
+               "1", "--repeats", "1", "--hidden", "64,32", "--json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   nlohmann::json j;
   ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
@@ -231,10 +226,10 @@ TEST(BenchCli, KernelsJsonHasNodesAndTheCpuSchedulesGroups) {
 }
 
 TEST(BenchCli, BadFlagsAndUnusableCudaFailWithTheirCodes) {
-  EXPECT_EQ(cli({"bench", "--steps", "0"}).exit_code, 2);
-  EXPECT_EQ(cli({"bench", "--device", "gpu"}).exit_code, 2);
+  EXPECT_EQ(run_cli({"bench", "--steps", "0"}).exit_code, 2);
+  EXPECT_EQ(run_cli({"bench", "--device", "gpu"}).exit_code, 2);
   if (cuda_unavailable_reason().empty()) GTEST_SKIP() << "a CUDA device is usable here";
-  const CommandResult r = cli({"bench", "--device", "cuda", "--synthetic", "--steps", "1"});
+  const CommandResult r = run_cli({"bench", "--device", "cuda", "--synthetic", "--steps", "1"});
   EXPECT_EQ(r.exit_code, 6) << describe(r);
 }
 

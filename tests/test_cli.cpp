@@ -20,20 +20,10 @@ namespace mlp {
 namespace {
 
 using testing::CommandResult;
+using testing::contains;
+using testing::describe;
+using testing::run_cli;
 using testing::TempDir;
-
-CommandResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), MLP_CLI_PATH);
-  return testing::run_command(args);
-}
-
-std::string describe(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 TEST(Cli, UnknownFlagOrSubcommandIsAUsageError) {
   TempDir dir;
@@ -42,11 +32,11 @@ TEST(Cli, UnknownFlagOrSubcommandIsAUsageError) {
            {"train", "--data", dir.file("none"), "extra-positional"},
            {"frobnicate"},
            {}}) {
-    const CommandResult r = cli(args);
+    const CommandResult r = run_cli(args);
     EXPECT_EQ(r.exit_code, 2) << describe(r);
     EXPECT_FALSE(r.err.empty()) << "a usage error says why on stderr";
   }
-  const CommandResult r = cli({"train", "--bogus", "--data", dir.file("none")});
+  const CommandResult r = run_cli({"train", "--bogus", "--data", dir.file("none")});
   EXPECT_TRUE(contains(r.err, "--bogus")) << describe(r);
 }
 
@@ -58,7 +48,7 @@ TEST(Cli, BadValuesAreUsageErrorsNamingTheFlag) {
       {"--hidden", "0"},   {"--hidden", "500,x"}, {"--hidden", "500,-1"}, {"--batch-size", "0"},
       {"--threads", "-1"}, {"--beta1", "1.5"},    {"--eps", "0"},         {"--profile-steps", "0"}};
   for (const auto& [flag, value] : bad) {
-    const CommandResult r = cli({"train", "--data", dir.file("none"), flag, value});
+    const CommandResult r = run_cli({"train", "--data", dir.file("none"), flag, value});
     EXPECT_EQ(r.exit_code, 2) << flag << " " << value << "\n" << describe(r);
     EXPECT_TRUE(contains(r.err, flag)) << flag << " " << value << "\n" << describe(r);
   }
@@ -68,7 +58,7 @@ TEST(Cli, CudaRequestedWithoutCudaIsADeviceError) {
   if (cuda_compiled() && cuda_unavailable_reason().empty())
     GTEST_SKIP() << "a CUDA device is usable here; the error path cannot be reached";
   TempDir dir;
-  const CommandResult r = cli({"train", "--device", "cuda", "--data", dir.file("none")});
+  const CommandResult r = run_cli({"train", "--device", "cuda", "--data", dir.file("none")});
   EXPECT_EQ(r.exit_code, 6) << describe(r);
   if (!cuda_compiled()) {
     EXPECT_TRUE(contains(r.err, "without CUDA")) << describe(r);
@@ -79,7 +69,7 @@ TEST(Cli, CudaRequestedWithoutCudaIsADeviceError) {
 TEST(Cli, MissingDataIsADataErrorNamingThePath) {
   TempDir dir;
   const std::string missing = dir.file("no-such-dir");
-  const CommandResult r = cli({"train", "--device", "cpu", "--data", missing});
+  const CommandResult r = run_cli({"train", "--device", "cpu", "--data", missing});
   EXPECT_EQ(r.exit_code, 3) << describe(r);
   EXPECT_TRUE(contains(r.err, missing + "/train-images-idx3-ubyte")) << describe(r);
   EXPECT_TRUE(contains(r.err, "fetch-data")) << describe(r);
@@ -90,7 +80,7 @@ TEST(Cli, MalformedDataIsADataErrorNamingTheFile) {
   testing::write_split(dir.path(), "train", testing::make_split(20, 28, 28, 1), 28, 28);
   testing::write_split(dir.path(), "t10k", testing::make_split(5, 28, 28, 2), 28, 28);
   testing::write_text(dir.file("t10k-labels-idx1-ubyte"), "<html>Not Found</html>");
-  const CommandResult r = cli({"train", "--device", "cpu", "--data", dir.path()});
+  const CommandResult r = run_cli({"train", "--device", "cpu", "--data", dir.path()});
   EXPECT_EQ(r.exit_code, 3) << describe(r);
   EXPECT_TRUE(contains(r.err, dir.file("t10k-labels-idx1-ubyte"))) << describe(r);
 }
@@ -99,7 +89,7 @@ TEST(Cli, UnwritableLogJsonFailsBeforeTraining) {
   TempDir dir;
   for (const std::string& path : {dir.file("missing-dir/log.json"), dir.path()}) {
     const CommandResult r =
-        cli({"train", "--device", "cpu", "--data", dir.file("none"), "--log-json", path});
+        run_cli({"train", "--device", "cpu", "--data", dir.file("none"), "--log-json", path});
     EXPECT_NE(r.exit_code, 0) << describe(r);
     EXPECT_NE(r.exit_code, 3) << "the log file is checked before the data: " << describe(r);
     EXPECT_TRUE(contains(r.err, "--log-json")) << describe(r);
@@ -122,12 +112,12 @@ std::string help_default(const std::string& help, const std::string& flag) {
 }
 
 TEST(Cli, HelpDocumentsEveryFlagWithItsDefault) {
-  const CommandResult top = cli({"--help"});
+  const CommandResult top = run_cli({"--help"});
   EXPECT_EQ(top.exit_code, 0) << describe(top);
   EXPECT_TRUE(contains(top.out, "train")) << describe(top);
   EXPECT_TRUE(contains(top.out, "info")) << describe(top);
 
-  const CommandResult r = cli({"train", "--help"});
+  const CommandResult r = run_cli({"train", "--help"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const std::string& h = r.out;
   for (const char* flag :
@@ -174,10 +164,10 @@ TEST(Cli, HelpDocumentsEveryFlagWithItsDefault) {
 }
 
 TEST(Cli, VersionAndInfoSucceed) {
-  const CommandResult v = cli({"--version"});
+  const CommandResult v = run_cli({"--version"});
   EXPECT_EQ(v.exit_code, 0) << describe(v);
   EXPECT_TRUE(contains(v.out, MLP_VERSION)) << describe(v);
-  const CommandResult i = cli({"info"});
+  const CommandResult i = run_cli({"info"});
   EXPECT_EQ(i.exit_code, 0) << describe(i);
   EXPECT_TRUE(contains(i.out, "CPU backend")) << describe(i);
 }
@@ -207,7 +197,7 @@ TEST(Cli, TrainsATinyDatasetAndLogsJsonLinesReproducibly) {
         "2",     "--batch-size", "20",  "--hidden",   "16,8",     "--threads",
         "1",     "--seed",       "5",   "--log-json", log};
     if (quiet) args.push_back("--quiet");
-    return cli(args);
+    return run_cli(args);
   };
   const CommandResult r = run(dir.file("a.json"), false);
   ASSERT_EQ(r.exit_code, 0) << describe(r);

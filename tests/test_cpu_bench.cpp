@@ -17,11 +17,7 @@ namespace mlp {
 namespace {
 
 using testing::CommandResult;
-
-CommandResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), MLP_CLI_PATH);
-  return testing::run_command(args);
-}
+using testing::run_cli;
 
 TEST(CpuBench, PhaseGemmRatesAreThePhaseFlopsOverThePhaseTimes) {
   const Dataset data = synthetic_dataset(3, 600, 28, 28);
@@ -77,9 +73,9 @@ TEST(CpuBench, PeakIsRestatedPerThread) {
 }
 
 TEST(CpuBench, JsonShowsEveryLibraryThreadCountAndTheNeighbour) {
-  const CommandResult r = cli({"bench", "--device", "cpu", "--synthetic", "--steps", "2",
-                               "--warmup", "1", "--repeats", "1", "--hidden", "64,32", "--cpu-gemm",
-                               "all", "--thread-sweep", "--neighbour", "--json"});
+  const CommandResult r = run_cli({"bench", "--device", "cpu", "--synthetic", "--steps", "2",
+                                   "--warmup", "1", "--repeats", "1", "--hidden", "64,32",
+                                   "--cpu-gemm", "all", "--thread-sweep", "--neighbour", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   const int cores = cpu::physical_cores();
@@ -102,8 +98,8 @@ TEST(CpuBench, JsonShowsEveryLibraryThreadCountAndTheNeighbour) {
 }
 
 TEST(CpuBench, UnknownGemmIsAUsageError) {
-  EXPECT_EQ(cli({"bench", "--cpu-gemm", "blis"}).exit_code, 2);
-  EXPECT_EQ(cli({"train", "--cpu-gemm", "all"}).exit_code, 2);  // bench only
+  EXPECT_EQ(run_cli({"bench", "--cpu-gemm", "blis"}).exit_code, 2);
+  EXPECT_EQ(run_cli({"train", "--cpu-gemm", "all"}).exit_code, 2);  // bench only
 }
 
 }  // namespace

@@ -23,23 +23,13 @@ namespace mlp {
 namespace {
 
 using testing::CommandResult;
+using testing::contains;
+using testing::describe;
+using testing::run_cli;
 using testing::TempDir;
 
 constexpr uint32_t kTrain = 300, kTest = 50;
 constexpr int64_t kBatch = 50;
-
-CommandResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), MLP_CLI_PATH);
-  return testing::run_command(args);
-}
-
-std::string describe(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 // A small MNIST-format data set (28x28, so the default input size holds).
 struct Data {
@@ -119,7 +109,7 @@ TEST(FusedCli, TrainOnCpuLogsTheEmulationsLossesAndFollowsTheReference) {
   Data d;
   std::vector<std::string> args = train_args(d, "fused", 2);
   args.insert(args.end(), {"--log-json", d.dir.file("fused.jsonl")});
-  const CommandResult r = cli(args);
+  const CommandResult r = run_cli(args);
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const std::vector<double> got = epoch_losses(d.dir.file("fused.jsonl"));
   const std::vector<double> want = emulated_losses(d.dir.path(), 2);
@@ -129,7 +119,7 @@ TEST(FusedCli, TrainOnCpuLogsTheEmulationsLossesAndFollowsTheReference) {
 
   args = train_args(d, "cublas", 2);
   args.insert(args.end(), {"--log-json", d.dir.file("cublas.jsonl")});
-  const CommandResult ref = cli(args);
+  const CommandResult ref = run_cli(args);
   ASSERT_EQ(ref.exit_code, 0) << describe(ref);
   const std::vector<double> cublas = epoch_losses(d.dir.file("cublas.jsonl"));
   ASSERT_EQ(cublas.size(), 2u);
@@ -142,13 +132,13 @@ TEST(FusedCli, SaveAndResumeContinueBitExactlyWithEitherEngine) {
   Data d;
   std::vector<std::string> whole = train_args(d, "fused", 2);
   whole.insert(whole.end(), {"--save", d.dir.file("whole.ckpt")});
-  ASSERT_EQ(cli(whole).exit_code, 0);
+  ASSERT_EQ(run_cli(whole).exit_code, 0);
   std::vector<std::string> first = train_args(d, "fused", 1);
   first.insert(first.end(), {"--save", d.dir.file("half.ckpt")});
-  ASSERT_EQ(cli(first).exit_code, 0);
-  const CommandResult r =
-      cli({"train", "--engine", "fused", "--device", "cpu", "--data", d.dir.path(), "--resume",
-           d.dir.file("half.ckpt"), "--epochs", "2", "--save", d.dir.file("resumed.ckpt"), "-q"});
+  ASSERT_EQ(run_cli(first).exit_code, 0);
+  const CommandResult r = run_cli({"train", "--engine", "fused", "--device", "cpu", "--data",
+                                   d.dir.path(), "--resume", d.dir.file("half.ckpt"), "--epochs",
+                                   "2", "--save", d.dir.file("resumed.ckpt"), "-q"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const Checkpoint a = load_checkpoint(d.dir.file("whole.ckpt"));
   const Checkpoint b = load_checkpoint(d.dir.file("resumed.ckpt"));
@@ -161,15 +151,15 @@ TEST(FusedCli, SaveAndResumeContinueBitExactlyWithEitherEngine) {
   EXPECT_TRUE(a.state.v == b.state.v) << "v";
   // A fused checkpoint is an ordinary one: the cublas engine resumes it.
   const CommandResult other =
-      cli({"train", "--engine", "cublas", "--device", "cpu", "--data", d.dir.path(), "--resume",
-           d.dir.file("half.ckpt"), "--epochs", "2", "-q"});
+      run_cli({"train", "--engine", "cublas", "--device", "cpu", "--data", d.dir.path(), "--resume",
+               d.dir.file("half.ckpt"), "--epochs", "2", "-q"});
   EXPECT_EQ(other.exit_code, 0) << describe(other);
 }
 
 nlohmann::json eval_json(const Data& d, const std::string& engine, const std::string& batch) {
   const CommandResult r =
-      cli({"eval", "--model", d.dir.file("m.ckpt"), "--data", d.dir.path(), "--engine", engine,
-           "--device", "cpu", "--batch-size", batch, "--json"});
+      run_cli({"eval", "--model", d.dir.file("m.ckpt"), "--data", d.dir.path(), "--engine", engine,
+               "--device", "cpu", "--batch-size", batch, "--json"});
   EXPECT_EQ(r.exit_code, 0) << describe(r);
   return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{};
 }
@@ -178,7 +168,7 @@ TEST(FusedCli, EvalAgreesWithTheCublasEngine) {
   Data d;
   std::vector<std::string> args = train_args(d, "fused", 1);
   args.insert(args.end(), {"--save", d.dir.file("m.ckpt")});
-  ASSERT_EQ(cli(args).exit_code, 0);
+  ASSERT_EQ(run_cli(args).exit_code, 0);
   const nlohmann::json ref = eval_json(d, "cublas", "1000");
   // 1000: one batch of all 50 rows; 16: three batches and a remainder plan of 2 rows.
   for (const std::string batch : {"1000", "16"}) {
@@ -217,20 +207,20 @@ TEST(FusedCli, UnsupportedCombinationsExitSixNamingTheReason) {
            {{"train", "--engine", "fused", "--device", "cpu", "--data", data, "--hidden",
              "8,8,8,8,8,8,8,8", "--epochs", "1"},
             "1 to 8 layers"}}) {
-    const CommandResult r = cli(c.args);
+    const CommandResult r = run_cli(c.args);
     EXPECT_EQ(r.exit_code, 6) << describe(r);
     EXPECT_TRUE(contains(r.err, "--engine fused")) << describe(r);
     EXPECT_TRUE(contains(r.err, c.says)) << describe(r);
   }
-  const CommandResult bad = cli({"train", "--engine", "magic", "--data", data});
+  const CommandResult bad = run_cli({"train", "--engine", "magic", "--data", data});
   EXPECT_EQ(bad.exit_code, 2) << describe(bad);
   EXPECT_TRUE(contains(bad.err, "--engine")) << describe(bad);
 }
 
 TEST(FusedCli, BenchPrintsRowsForBothEngines) {
   const CommandResult r =
-      cli({"bench", "--engine", "all", "--device", "cpu", "--synthetic", "--hidden", "16",
-           "--steps", "4", "--warmup", "1", "--repeats", "1", "--json"});
+      run_cli({"bench", "--engine", "all", "--device", "cpu", "--synthetic", "--hidden", "16",
+               "--steps", "4", "--warmup", "1", "--repeats", "1", "--json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const nlohmann::json j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["engines"].size(), 2u) << j.dump();

@@ -16,11 +16,8 @@ namespace mlp {
 namespace {
 
 using testing::CommandResult;
+using testing::describe;
 using testing::run_command;
-
-std::string describe(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-}
 
 bool python_has_torch() {
   return run_command({"/usr/bin/python3", "-c", "import torch, numpy"}).exit_code == 0;

@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 
 #include "cli/reporter.h"
+#include "testing.h"
 
 namespace mlp::cli {
 namespace {
+
+using mlp::testing::contains;
 
 ProgressView busy_view() {
   ProgressView v;
@@ -26,10 +29,6 @@ ProgressView busy_view() {
   return v;
 }
 
-bool has(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
 TEST(Progress, NeverReachesTheLastColumn) {
   const ProgressView v = busy_view();
   for (int width = 1; width <= 250; ++width) {
@@ -41,32 +40,32 @@ TEST(Progress, NeverReachesTheLastColumn) {
 
 TEST(Progress, SixtyColumnsKeepTheBarTheEtaAndTheRunningLoss) {
   const std::string line = format_progress(busy_view(), 60);
-  EXPECT_TRUE(has(line, "epoch 10/10")) << line;
-  EXPECT_TRUE(has(line, "345/600")) << line;
-  EXPECT_TRUE(has(line, "0:05<0:04")) << line;
-  EXPECT_TRUE(has(line, "loss 0.1235")) << line;
-  EXPECT_TRUE(has(line, "[")) << line;
+  EXPECT_TRUE(contains(line, "epoch 10/10")) << line;
+  EXPECT_TRUE(contains(line, "345/600")) << line;
+  EXPECT_TRUE(contains(line, "0:05<0:04")) << line;
+  EXPECT_TRUE(contains(line, "loss 0.1235")) << line;
+  EXPECT_TRUE(contains(line, "[")) << line;
 }
 
 TEST(Progress, OneHundredTwentyColumnsShowEverything) {
   const std::string line = format_progress(busy_view(), 120);
   for (const char* part : {"epoch 10/10", "345/600", "0:05<0:04", "total 1:15<1:06:40",
                            "123456 samples/s", "loss 0.1235", "acc 96.12%", "[#"})
-    EXPECT_TRUE(has(line, part)) << part << " missing: " << line;
+    EXPECT_TRUE(contains(line, part)) << part << " missing: " << line;
 }
 
 TEST(Progress, BarFillsWithTheEpoch) {
   ProgressView v = busy_view();
   v.step = v.steps;
   const std::string full = format_progress(v, 120);
-  EXPECT_FALSE(has(full, ".]")) << full;
+  EXPECT_FALSE(contains(full, ".]")) << full;
   v.step = 0;
   v.has_running = false;  // nothing measured yet: no loss field, unknown ETA shown as ?
   v.epoch_eta = -1;
   const std::string empty = format_progress(v, 120);
-  EXPECT_TRUE(has(empty, "[....")) << empty;
-  EXPECT_FALSE(has(empty, "loss")) << empty;
-  EXPECT_TRUE(has(empty, "<?")) << empty;
+  EXPECT_TRUE(contains(empty, "[....")) << empty;
+  EXPECT_FALSE(contains(empty, "loss")) << empty;
+  EXPECT_TRUE(contains(empty, "<?")) << empty;
 }
 
 TEST(Progress, DurationsReadLikeAClock) {
@@ -92,7 +91,7 @@ TEST(Header, LinesWiderThanTheTerminalBreakAtSpaces) {
     ++lines;
   }
   EXPECT_EQ(lines, 3u) << out;
-  EXPECT_TRUE(has(out, "(core Cooperlake),\n       2 threads\n")) << out;
+  EXPECT_TRUE(contains(out, "(core Cooperlake),\n       2 threads\n")) << out;
   EXPECT_EQ(wrap_header("short\nlines\n", 120), "short\nlines\n");
 }
 

@@ -43,11 +43,11 @@ void expect_stop_signal_saves(int sig, const char* name) {
   ASSERT_TRUE(testing::wait_for_text(log, "\"event\":\"epoch\"", 120)) << child.err();
   child.signal(sig);
   EXPECT_EQ(child.wait(120), 128 + sig) << child.err();
-  EXPECT_TRUE(has(child.err(), std::string("stopped by ") + name)) << child.err();
-  EXPECT_TRUE(has(child.err(), "checkpoint saved to " + ck)) << child.err();
+  EXPECT_TRUE(contains(child.err(), std::string("stopped by ") + name)) << child.err();
+  EXPECT_TRUE(contains(child.err(), "checkpoint saved to " + ck)) << child.err();
   const Checkpoint c = load_checkpoint(ck);
   EXPECT_GE(c.epochs_done, 1);
-  EXPECT_TRUE(has(testing::read_text(log), std::string("\"signal\":\"") + name)) << name;
+  EXPECT_TRUE(contains(testing::read_text(log), std::string("\"signal\":\"") + name)) << name;
 }
 
 TEST(Robust, SigtermStopsAfterTheStepSavesAndExits143) {
@@ -69,7 +69,7 @@ TEST(Robust, ClosedStdoutPipeDoesNotKillTraining) {
   ::close(fds[1]);
   EXPECT_NE(r.exit_code, 128 + SIGPIPE) << "killed by SIGPIPE\n" << r.err;
   EXPECT_EQ(r.exit_code, 1) << r.err;  // the run finished, but its output was lost: said so
-  EXPECT_TRUE(has(r.err, "standard output")) << r.err;
+  EXPECT_TRUE(contains(r.err, "standard output")) << r.err;
   const Checkpoint c = load_checkpoint(ck);
   EXPECT_EQ(c.epochs_done, 2) << "training went on to the end and saved";
 }
@@ -83,7 +83,7 @@ TEST(Robust, ExportOntoItsOwnCheckpointIsRefused) {
   const auto before = read_bytes(m);
   const auto r = run_command({cli(), "export", "--model", m, "--out", m});
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "--out " + m) && has(r.err, "--model " + m)) << r.err;
+  EXPECT_TRUE(contains(r.err, "--out " + m) && contains(r.err, "--model " + m)) << r.err;
   EXPECT_EQ(read_bytes(m), before);
   // The same file through another name (a symlink) is the same file.
   ASSERT_EQ(::symlink(m.c_str(), t.file("link.safetensors").c_str()), 0);
@@ -98,7 +98,7 @@ TEST(Robust, ExportRefusesToReplaceAnUnrelatedFile) {
   const auto r =
       run_command({cli(), "export", "--model", model_path(), "--out", t.file("notes.txt")});
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "not a safetensors file")) << r.err;
+  EXPECT_TRUE(contains(r.err, "not a safetensors file")) << r.err;
   EXPECT_EQ(testing::read_text(t.file("notes.txt")), "my notes\n");
   // Replacing an earlier export is what --out is for.
   const std::string st = t.file("m.safetensors");
@@ -114,18 +114,19 @@ TEST(Robust, TrainOutputsThatCollideAreRefusedBeforeAnythingIsWritten) {
   // --log-json onto the checkpoint being resumed: it used to be truncated first.
   auto r = run_command(train_args({"--epochs", "2", "--resume", r_ck, "--log-json", r_ck}));
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "--log-json " + r_ck) && has(r.err, "--resume " + r_ck)) << r.err;
+  EXPECT_TRUE(contains(r.err, "--log-json " + r_ck) && contains(r.err, "--resume " + r_ck))
+      << r.err;
   EXPECT_EQ(read_bytes(r_ck), ck);
   // --save and --log-json the same file: one would be lost.
   r = run_command(train_args({"--epochs", "1", "--save", t.file("x"), "--log-json", t.file("x")}));
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "--save " + t.file("x")) && has(r.err, "--log-json")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--save " + t.file("x")) && contains(r.err, "--log-json")) << r.err;
   // --save onto the training data.
   const std::string images = data_dir() + "/train-images-idx3-ubyte.gz";
   const auto data = read_bytes(images);
   r = run_command(train_args({"--epochs", "1", "--save", images}));
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, images)) << r.err;
+  EXPECT_TRUE(contains(r.err, images)) << r.err;
   EXPECT_EQ(read_bytes(images), data);
   // --resume X --save X continues a checkpoint in place: still allowed.
   r = run_command(train_args({"--epochs", "2", "--resume", r_ck, "--save", r_ck}));
@@ -138,7 +139,7 @@ TEST(Robust, SaveRefusesToReplaceAFileThatIsNotACheckpoint) {
   testing::write_text(t.file("notes.txt"), "my notes\n");
   auto r = run_command(train_args({"--epochs", "1", "--save", t.file("notes.txt")}));
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "not an mnist-mlp checkpoint")) << r.err;
+  EXPECT_TRUE(contains(r.err, "not an mnist-mlp checkpoint")) << r.err;
   EXPECT_EQ(testing::read_text(t.file("notes.txt")), "my notes\n");
   testing::write_text(t.file("log.txt"), "not json\n");
   r = run_command(train_args({"--epochs", "1", "--log-json", t.file("log.txt")}));
@@ -154,8 +155,8 @@ TEST(Robust, SecondRunSavingToTheSamePathIsRefusedAtOnce) {
   ASSERT_TRUE(testing::wait_for_text(log, "\"event\":\"start\"", 120)) << first.err();
   const auto r = run_command(train_args({"--epochs", "1", "--save", ck}));
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, ck) && has(r.err, "another mnist-mlp run")) << r.err;
-  EXPECT_FALSE(has(r.out, "final test accuracy")) << "refused before training";
+  EXPECT_TRUE(contains(r.err, ck) && contains(r.err, "another mnist-mlp run")) << r.err;
+  EXPECT_FALSE(contains(r.out, "final test accuracy")) << "refused before training";
   first.signal(SIGINT);
   EXPECT_EQ(first.wait(120), 130) << first.err();
   EXPECT_FALSE(std::filesystem::exists(ck + ".lock")) << "the lock file is removed at the end";
@@ -180,7 +181,7 @@ TEST(Robust, FifosAreRefusedNotWaitedOn) {
     const auto r = run_command(a);
     EXPECT_NE(r.exit_code, 124) << "hung on a FIFO: " << argv[1] << " " << argv[2];
     EXPECT_TRUE(r.exit_code == 3 || r.exit_code == 4) << describe(r);
-    EXPECT_TRUE(has(r.err, "FIFO")) << describe(r);
+    EXPECT_TRUE(contains(r.err, "FIFO")) << describe(r);
   }
 }
 
@@ -190,19 +191,19 @@ TEST(Robust, DataFilesThatAreNotFilesAreNamedForWhatTheyAre) {
   ASSERT_TRUE(std::filesystem::create_directory(t.file("train-images-idx3-ubyte")));
   auto r = run_command({cli(), "train", "--data", t.path(), "--device", "cpu", "-q"});
   EXPECT_EQ(r.exit_code, 3) << describe(r);
-  EXPECT_TRUE(has(r.err, "is a directory")) << r.err;
+  EXPECT_TRUE(contains(r.err, "is a directory")) << r.err;
   std::filesystem::remove(t.file("train-images-idx3-ubyte"));
   ASSERT_EQ(::mkfifo(t.file("train-images-idx3-ubyte").c_str(), 0600), 0);
   r = run_command(
       {"/usr/bin/timeout", "20", cli(), "train", "--data", t.path(), "--device", "cpu"});
   EXPECT_EQ(r.exit_code, 3) << describe(r);
-  EXPECT_TRUE(has(r.err, "FIFO")) << r.err;
+  EXPECT_TRUE(contains(r.err, "FIFO")) << r.err;
   std::filesystem::remove(t.file("train-images-idx3-ubyte"));
   ASSERT_EQ(::symlink("loop", t.file("loop").c_str()), 0);
   ASSERT_EQ(::symlink("loop", t.file("train-images-idx3-ubyte").c_str()), 0);
   r = run_command({cli(), "train", "--data", t.path(), "--device", "cpu"});
   EXPECT_EQ(r.exit_code, 3) << describe(r);
-  EXPECT_TRUE(has(r.err, "symbolic link loop")) << r.err;
+  EXPECT_TRUE(contains(r.err, "symbolic link loop")) << r.err;
 }
 
 TEST(Robust, StaleTemporariesOfAKilledSaveAreRemovedByTheNextSave) {
@@ -234,13 +235,13 @@ TEST(Robust, FlagValuesAreCheckedAsTheTypeTheProgramUses) {
   for (const auto& [flag, value] : bad) {
     const auto r = run_command({cli(), "train", "--data", none, flag, value});
     EXPECT_EQ(r.exit_code, 2) << flag << " '" << value << "'\n" << describe(r);
-    EXPECT_TRUE(has(r.err, flag)) << flag << " '" << value << "'\n" << describe(r);
-    EXPECT_TRUE(has(r.err, "mnist-mlp: error: ")) << describe(r);
+    EXPECT_TRUE(contains(r.err, flag)) << flag << " '" << value << "'\n" << describe(r);
+    EXPECT_TRUE(contains(r.err, "mnist-mlp: error: ")) << describe(r);
   }
   // A repeated --hidden is refused like every other repeated flag.
   const auto r = run_command({cli(), "train", "--data", none, "--hidden", "64", "--hidden", "32"});
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "--hidden")) << describe(r);
+  EXPECT_TRUE(contains(r.err, "--hidden")) << describe(r);
   // The largest seed is a seed.
   const auto big = run_command(
       {cli(), "train", "--data", none, "--seed", "18446744073709551615", "--device", "cpu"});
@@ -257,16 +258,16 @@ TEST(Robust, PredictAndEvalRefuseEmptyAndMalformedValues) {
            {cli(), "export", "--model", model_path(), "--out", ""}}) {
     const auto r = run_command(argv);
     EXPECT_EQ(r.exit_code, 2) << argv[1] << " " << argv[argv.size() - 2] << "\n" << describe(r);
-    EXPECT_TRUE(has(r.err, "mnist-mlp: error: ")) << describe(r);
+    EXPECT_TRUE(contains(r.err, "mnist-mlp: error: ")) << describe(r);
   }
 }
 
 TEST(Robust, UnknownCommandIsNamedAndTheCommandsListed) {
   const auto r = run_command({cli(), "bogus"});
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "unknown command 'bogus'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "unknown command 'bogus'")) << r.err;
   for (const char* c : {"train", "eval", "predict", "export", "info", "bench"})
-    EXPECT_TRUE(has(r.err, c)) << r.err;
+    EXPECT_TRUE(contains(r.err, c)) << r.err;
 }
 
 TEST(Robust, MoreHiddenLayersThanACheckpointHoldsAreRefusedAtTheFlag) {
@@ -275,7 +276,7 @@ TEST(Robust, MoreHiddenLayersThanACheckpointHoldsAreRefusedAtTheFlag) {
   for (int i = 1; i < 63; ++i) many += ",8";  // 63 hidden + inputs + classes = 65 sizes
   auto r = run_command({cli(), "train", "--data", dir.file("none"), "--hidden", many});
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "--hidden") && has(r.err, "62")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--hidden") && contains(r.err, "62")) << r.err;
   // 62 is the most a checkpoint holds: it trains, saves and evaluates.
   std::string most = "8";
   for (int i = 1; i < 62; ++i) most += ",8";

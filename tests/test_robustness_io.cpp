@@ -36,7 +36,7 @@ TEST(Robust, ANetworkThatCannotFitIsRefusedBeforeAllocating) {
   const auto r = run_command(
       {cli(), "train", "--data", dir.file("none"), "--device", "cpu", "--hidden", "65536,65536"});
   EXPECT_EQ(r.exit_code, 2) << describe(r);
-  EXPECT_TRUE(has(r.err, "--hidden 65536,65536") && has(r.err, "bytes")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--hidden 65536,65536") && contains(r.err, "bytes")) << r.err;
 }
 
 // Peak memory a command may take here without having read or decoded the
@@ -68,7 +68,7 @@ TEST(Robust, HugeFilesWithAValidHeaderAreRefusedWithoutReadingThem) {
       {cli(), "predict", "--model", model_path(), "--device", "cpu", "--idx", idx, "--index", "0"},
       rss_kb);
   EXPECT_EQ(r.exit_code, 3) << r.err;
-  EXPECT_TRUE(has(r.err, "trailing bytes")) << r.err;
+  EXPECT_TRUE(contains(r.err, "trailing bytes")) << r.err;
   EXPECT_LT(rss_kb, kSmallRssKb) << "peak memory " << rss_kb << " KiB: the file was read";
 
   const std::string ck = t.file("big.ckpt");
@@ -76,7 +76,7 @@ TEST(Robust, HugeFilesWithAValidHeaderAreRefusedWithoutReadingThem) {
   ASSERT_EQ(::truncate(ck.c_str(), off_t{1} << 30), 0);
   r = run_measured({cli(), "eval", "--model", ck, "--data", data_dir(), "--device", "cpu"}, rss_kb);
   EXPECT_EQ(r.exit_code, 4) << r.err;
-  EXPECT_TRUE(has(r.err, "trailing bytes")) << r.err;
+  EXPECT_TRUE(contains(r.err, "trailing bytes")) << r.err;
   EXPECT_LT(rss_kb, kSmallRssKb) << "peak memory " << rss_kb << " KiB: the file was read";
 }
 
@@ -88,7 +88,7 @@ TEST(Robust, AHugePngIsRefusedFromItsHeaderBeforeDecoding) {
   const auto r = run_measured(
       {cli(), "predict", "--model", model_path(), "--device", "cpu", t.file("huge.png")}, rss_kb);
   EXPECT_EQ(r.exit_code, 3) << r.err;
-  EXPECT_TRUE(has(r.err, "image is 16384x16384")) << r.err;
+  EXPECT_TRUE(contains(r.err, "image is 16384x16384")) << r.err;
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "peak memory not compared under AddressSanitizer (its baseline is too high)";
 #endif
@@ -115,7 +115,7 @@ TEST(Robust, JsonOutputToAFullDeviceIsAnError) {
             "--steps", "2", "--warmup", "0", "--repeats", "1", "--threads", "1"}}) {
     const auto r = run_with_stdout(argv, full);
     EXPECT_NE(r.exit_code, 0) << argv[1] << "\n" << r.err;
-    EXPECT_TRUE(has(r.err, "standard output")) << r.err;
+    EXPECT_TRUE(contains(r.err, "standard output")) << r.err;
   }
   ::close(full);
 }
@@ -135,7 +135,7 @@ Checkpoint train_until_the_log_fails(const std::string& log_interval) {
   EXPECT_TRUE(child.started());
   std::string seen;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!has(seen, "\"event\":\"epoch\"") && std::chrono::steady_clock::now() < end) {
+  while (!contains(seen, "\"event\":\"epoch\"") && std::chrono::steady_clock::now() < end) {
     struct pollfd p {
       rd, POLLIN, 0
     };
@@ -146,11 +146,11 @@ Checkpoint train_until_the_log_fails(const std::string& log_interval) {
     }
   }
   ::close(rd);  // the log's reader is gone: the next JSON line cannot be written
-  EXPECT_TRUE(has(seen, "\"event\":\"epoch\"")) << child.err();
+  EXPECT_TRUE(contains(seen, "\"event\":\"epoch\"")) << child.err();
   const int code = child.wait(120);
   EXPECT_EQ(code, 1) << child.err();
-  EXPECT_TRUE(has(child.err(), "--log-json")) << child.err();
-  EXPECT_TRUE(has(child.err(), "checkpoint was saved to " + ck)) << child.err();
+  EXPECT_TRUE(contains(child.err(), "--log-json")) << child.err();
+  EXPECT_TRUE(contains(child.err(), "checkpoint was saved to " + ck)) << child.err();
   if (!std::filesystem::exists(ck)) throw std::runtime_error("no checkpoint: " + child.err());
   return load_checkpoint(ck);
 }
@@ -180,10 +180,10 @@ TEST(Robust, PredictClassifiesTheReadableImagesAndReportsTheOthers) {
   const auto r = run_command({cli(), "predict", "--model", model_path(), "--device", "cpu",
                               t.file("good1.png"), t.file("bad.png"), t.file("good2.pgm")});
   EXPECT_EQ(r.exit_code, 3) << describe(r);
-  EXPECT_TRUE(has(r.out, t.file("good1.png") + ": ")) << describe(r);
-  EXPECT_TRUE(has(r.out, t.file("good2.pgm") + ": ")) << describe(r);
-  EXPECT_TRUE(has(r.err, t.file("bad.png"))) << describe(r);
-  EXPECT_TRUE(has(r.err, "1 of 3 images could not be read")) << describe(r);
+  EXPECT_TRUE(contains(r.out, t.file("good1.png") + ": ")) << describe(r);
+  EXPECT_TRUE(contains(r.out, t.file("good2.pgm") + ": ")) << describe(r);
+  EXPECT_TRUE(contains(r.err, t.file("bad.png"))) << describe(r);
+  EXPECT_TRUE(contains(r.err, "1 of 3 images could not be read")) << describe(r);
   const auto j = run_command({cli(), "predict", "--model", model_path(), "--device", "cpu",
                               "--json", t.file("bad.png"), t.file("good1.png")});
   EXPECT_EQ(j.exit_code, 3) << describe(j);
@@ -197,10 +197,10 @@ TEST(Robust, PredictClassifiesTheReadableImagesAndReportsTheOthers) {
 TEST(Robust, ResumeWithoutSaveWarnsAtTheStart) {
   const auto r = run_command(train_args({"--epochs", "2", "--resume", model_path()}));
   EXPECT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_TRUE(has(r.err, "warning: --resume " + model_path() + " without --save")) << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: --resume " + model_path() + " without --save")) << r.err;
   const auto saved = run_command(train_args(
       {"--epochs", "2", "--resume", model_path(), "--save", testing::TempDir().file("x")}));
-  EXPECT_FALSE(has(saved.err, "without --save")) << saved.err;
+  EXPECT_FALSE(contains(saved.err, "without --save")) << saved.err;
 }
 
 // ---- 9. divergence ------------------------------------------------------------------------
@@ -213,7 +213,7 @@ TEST(Robust, ADivergingLossStopsTheRunAndKeepsTheLastGoodCheckpoint) {
   const auto r = run_command(
       train_args({"--epochs", "4", "--beta2", "0", "--save", ck, "--checkpoint-every", "1"}));
   EXPECT_EQ(r.exit_code, 7) << describe(r);
-  EXPECT_TRUE(has(r.err, "diverged")) << r.err;
+  EXPECT_TRUE(contains(r.err, "diverged")) << r.err;
   EXPECT_EQ(read_bytes(ck), good) << "the diverged state is not saved";
 }
 
@@ -238,7 +238,7 @@ TEST(Robust, DivergenceGuardStopsOnGrowthAndOnTheBound) {
     ADD_FAILURE() << "no divergence reported";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ExitCode::kDiverged);
-    EXPECT_TRUE(has(e.what(), "epoch 4")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "epoch 4")) << e.what();
   }
   cli::DivergenceGuard fresh;
   s.loss = 2e9;

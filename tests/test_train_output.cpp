@@ -15,20 +15,10 @@ namespace mlp {
 namespace {
 
 using testing::CommandResult;
+using testing::contains;
+using testing::describe;
+using testing::run_cli;
 using testing::TempDir;
-
-CommandResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), MLP_CLI_PATH);
-  return testing::run_command(args);
-}
-
-std::string describe(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-}
-
-bool has(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 std::vector<nlohmann::json> events(const std::string& path, const std::string& kind) {
   std::vector<nlohmann::json> out;
@@ -60,8 +50,8 @@ TEST(TrainOutput, IntervalsAndTheLrReachTheLogAndTheText) {
   TinyData d;
   const std::string log = d.dir.file("log.jsonl");
   const CommandResult r =
-      cli(d.train({"--epochs", "2", "--log-interval", "3", "--lr-schedule", "step", "--lr-gamma",
-                   "0.5", "--lr-step", "1", "--log-json", log}));
+      run_cli(d.train({"--epochs", "2", "--log-interval", "3", "--lr-schedule", "step",
+                       "--lr-gamma", "0.5", "--lr-step", "1", "--log-json", log}));
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const auto iv = events(log, "interval");
   ASSERT_EQ(iv.size(), 6u) << "steps 3, 6, 9 of each epoch";
@@ -77,40 +67,40 @@ TEST(TrainOutput, IntervalsAndTheLrReachTheLogAndTheText) {
   EXPECT_FLOAT_EQ(ep[0]["lr"].get<float>(), 1e-3f);
   EXPECT_FLOAT_EQ(ep[1]["lr"].get<float>(), 5e-4f);
   EXPECT_EQ(events(log, "start")[0]["lr_schedule"], "step");
-  EXPECT_TRUE(has(r.out, "test loss ")) << describe(r);
-  EXPECT_TRUE(has(r.out, "lr 0.0005")) << "a scheduled lr is shown per epoch\n" << describe(r);
-  EXPECT_TRUE(has(r.out, "lr 0.001 x 0.5 every 1 epoch,")) << describe(r);
-  EXPECT_TRUE(has(r.out, "2 epochs of 10 steps")) << describe(r);
+  EXPECT_TRUE(contains(r.out, "test loss ")) << describe(r);
+  EXPECT_TRUE(contains(r.out, "lr 0.0005")) << "a scheduled lr is shown per epoch\n" << describe(r);
+  EXPECT_TRUE(contains(r.out, "lr 0.001 x 0.5 every 1 epoch,")) << describe(r);
+  EXPECT_TRUE(contains(r.out, "2 epochs of 10 steps")) << describe(r);
 }
 
 TEST(TrainOutput, SingularForms) {
   TinyData d;
-  const CommandResult r = cli(d.train({"--epochs", "1"}, "200"));
+  const CommandResult r = run_cli(d.train({"--epochs", "1"}, "200"));
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_TRUE(has(r.out, "1 epoch of 1 step\n")) << describe(r);
-  EXPECT_TRUE(has(r.out, "after 1 epoch,")) << describe(r);
-  EXPECT_TRUE(has(r.out, "1 thread")) << describe(r);
-  EXPECT_FALSE(has(r.out + r.err, "1 epochs") || has(r.out + r.err, "1 steps") ||
-               has(r.out + r.err, "1 threads"))
+  EXPECT_TRUE(contains(r.out, "1 epoch of 1 step\n")) << describe(r);
+  EXPECT_TRUE(contains(r.out, "after 1 epoch,")) << describe(r);
+  EXPECT_TRUE(contains(r.out, "1 thread")) << describe(r);
+  EXPECT_FALSE(contains(r.out + r.err, "1 epochs") || contains(r.out + r.err, "1 steps") ||
+               contains(r.out + r.err, "1 threads"))
       << describe(r);
 }
 
 TEST(TrainOutput, AResumedRunCountsTheWholeRunAndKeepsItsSchedule) {
   TinyData d;
   const std::string ck = d.dir.file("run.ckpt");
-  CommandResult r = cli(d.train({"--epochs", "1", "--lr-schedule", "cosine", "--save", ck}));
+  CommandResult r = run_cli(d.train({"--epochs", "1", "--lr-schedule", "cosine", "--save", ck}));
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  r = cli({"train", "--device", "cpu", "--data", d.dir.path(), "--threads", "1", "--resume", ck,
-           "--epochs", "3", "--lr-schedule", "step"});
+  r = run_cli({"train", "--device", "cpu", "--data", d.dir.path(), "--threads", "1", "--resume", ck,
+               "--epochs", "3", "--lr-schedule", "step"});
   EXPECT_EQ(r.exit_code, 4) << describe(r);
-  EXPECT_TRUE(has(r.err, "continues its schedule")) << describe(r);
-  EXPECT_TRUE(has(r.err, "--lr-schedule cosine")) << describe(r);
-  r = cli({"train", "--device", "cpu", "--data", d.dir.path(), "--threads", "1", "--resume", ck,
-           "--epochs", "3"});
+  EXPECT_TRUE(contains(r.err, "continues its schedule")) << describe(r);
+  EXPECT_TRUE(contains(r.err, "--lr-schedule cosine")) << describe(r);
+  r = run_cli({"train", "--device", "cpu", "--data", d.dir.path(), "--threads", "1", "--resume", ck,
+               "--epochs", "3"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_TRUE(has(r.out, "after 3 epochs (2 in this run),")) << describe(r);
-  EXPECT_TRUE(has(r.out, "cosine")) << "the header shows the checkpoint's schedule\n"
-                                    << describe(r);
+  EXPECT_TRUE(contains(r.out, "after 3 epochs (2 in this run),")) << describe(r);
+  EXPECT_TRUE(contains(r.out, "cosine")) << "the header shows the checkpoint's schedule\n"
+                                         << describe(r);
 }
 
 TEST(TrainOutput, AutoDeviceSaysWhyItUsesTheCpu) {
@@ -118,22 +108,24 @@ TEST(TrainOutput, AutoDeviceSaysWhyItUsesTheCpu) {
   TinyData d;
   std::vector<std::string> args = d.train({"--epochs", "1"});
   args[2] = "auto";  // --device auto
-  CommandResult r = cli(args);
+  CommandResult r = run_cli(args);
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_TRUE(has(r.err, "mnist-mlp: --device auto: using the CPU: " + cuda_unavailable_reason()))
+  EXPECT_TRUE(
+      contains(r.err, "mnist-mlp: --device auto: using the CPU: " + cuda_unavailable_reason()))
       << describe(r);
   args.push_back("--quiet");
-  r = cli(args);
-  EXPECT_FALSE(has(r.err, "--device auto")) << "--quiet keeps stderr for errors\n" << describe(r);
+  r = run_cli(args);
+  EXPECT_FALSE(contains(r.err, "--device auto")) << "--quiet keeps stderr for errors\n"
+                                                 << describe(r);
 }
 
 TEST(BenchOutput, StepsBeyondAnEpochAreReportedAsWhatRan) {
   // The synthetic set is 60000 samples: batch 10000 makes a 6-step epoch.
   const CommandResult r =
-      cli({"bench", "--device", "cpu", "--synthetic", "--hidden", "8", "--batch-size", "10000",
-           "--steps", "50", "--warmup", "0", "--repeats", "1", "--threads", "1", "--json"});
+      run_cli({"bench", "--device", "cpu", "--synthetic", "--hidden", "8", "--batch-size", "10000",
+               "--steps", "50", "--warmup", "0", "--repeats", "1", "--threads", "1", "--json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_TRUE(has(r.err, "1 repeat x 6 steps (--steps 50 is more than one epoch of 6)"))
+  EXPECT_TRUE(contains(r.err, "1 repeat x 6 steps (--steps 50 is more than one epoch of 6)"))
       << describe(r);
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["steps"], 6);

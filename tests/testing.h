@@ -251,6 +251,21 @@ inline CommandResult run_command(const std::vector<std::string>& argv) {
   return r;
 }
 
+// Runs the mnist-mlp binary this test target was built against (MLP_CLI_PATH).
+inline CommandResult run_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), MLP_CLI_PATH);
+  return run_command(args);
+}
+
+// A command's exit status and both streams: the message of a failed expectation.
+inline std::string describe(const CommandResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
+}
+
+inline bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
 // ---- real data -------------------------------------------------------------------------
 
 // $MNIST_DIR, else data/mnist in the source tree.
