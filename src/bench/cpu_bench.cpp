@@ -9,18 +9,13 @@
 
 #include <algorithm>
 
+#include "bench/bench_stats.h"
 #include "cpu/cpu_topology.h"
 #include "mlp/bench.h"
 #include "mlp/error.h"
 
 namespace mlp {
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // A child process that spins on one core until killed; it dies with us too.
 class Spinner {

@@ -6,19 +6,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "bench/bench_stats.h"
 #include "mlp/model.h"
 
 namespace mlp {
-namespace {
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-}  // namespace
 
 KernelReport time_kernels(Backend& be, const Dataset& data, const BenchConfig& cfg,
                           const PeakInfo& peak) {

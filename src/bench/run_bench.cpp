@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "bench/bench_stats.h"
 #include "mlp/bench.h"
 #include "mlp/error.h"
 #include "mlp/model.h"
@@ -18,13 +19,6 @@
 
 namespace mlp {
 namespace {
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Per-step mean of each phase over `steps` eager steps. Batches are taken in
 // order from the dataset (the shuffle is the loader's business, not timed here).
@@ -116,11 +110,7 @@ Dataset synthetic_dataset(uint64_t seed, int64_t count, int64_t rows, int64_t co
 
 BenchResult run_bench(Backend& backend, const Dataset& data, const BenchConfig& cfg,
                       const PeakInfo& peak) {
-  if (cfg.steps <= 0 || cfg.repeats <= 0 || cfg.warmup < 0)
-    throw usage_error("bench: --steps and --repeats must be positive, --warmup not negative");
-  if (cfg.batch > data.count)
-    throw usage_error(fmt::format("bench: --batch-size {} is larger than the data ({} samples)",
-                                  cfg.batch, data.count));
+  check_bench_config(cfg, data);
   Model model(backend, cfg.sizes, cfg.batch, cfg.adam, /*binarize=*/false);
   model.set_params(initial_params(model.layout(), InitScheme::kHe, cfg.seed));
 

@@ -6,28 +6,16 @@
 
 #include <algorithm>
 
+#include "bench/bench_stats.h"
 #include "fused/fused_trainer.h"
 #include "mlp/error.h"
 #include "mlp/model.h"
 
 namespace mlp {
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-}  // namespace
 
 BenchResult run_bench_fused(Backend& backend, const Dataset& data, const BenchConfig& cfg,
                             const PeakInfo& peak) {
-  if (cfg.steps <= 0 || cfg.repeats <= 0 || cfg.warmup < 0)
-    throw usage_error("bench: --steps and --repeats must be positive, --warmup not negative");
-  if (cfg.batch > data.count)
-    throw usage_error(fmt::format("bench: --batch-size {} is larger than the data ({} samples)",
-                                  cfg.batch, data.count));
+  check_bench_config(cfg, data);
   Model model(backend, cfg.sizes, 1, cfg.adam, /*binarize=*/false);  // holds the state only
   model.set_params(initial_params(model.layout(), InitScheme::kHe, cfg.seed));
   TrainerOptions to;
