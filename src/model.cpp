@@ -51,12 +51,11 @@ ParamLayout::ParamLayout(std::vector<int64_t> sizes) : sizes_(std::move(sizes)) 
   if (sizes_.size() < 2) throw usage_error("a model needs at least an input and an output size");
   for (int64_t s : sizes_)
     if (s <= 0 || s > (1 << 20)) throw usage_error(fmt::format("layer size {} is out of range", s));
-  const auto align = [](int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; };
   for (int64_t l = 0; l < layers(); ++l) {
     w_off_.push_back(total_);
-    total_ += align(fan_in(l) * fan_out(l));
+    total_ += align_tensor_floats(fan_in(l) * fan_out(l));
     b_off_.push_back(total_);
-    total_ += align(fan_out(l));
+    total_ += align_tensor_floats(fan_out(l));
   }
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "mlp/optimizer.h"  // defines: MLP_HOST_DEVICE, OptimizerState
+#include "mlp/tensor_align.h"
 
 namespace mlp::fused {
 
@@ -275,7 +276,6 @@ inline Verdict make_plan(const PlanRequest& q, Plan* out) {
   p.forward_only = q.forward_only ? 1 : 0;
   const bool train = !q.forward_only;
   const int64_t budget = q.smem_bytes / 4;
-  const int64_t align = 16;  // floats: ParamLayout::kAlignFloats (tests compare the offsets)
   int64_t total = 0, work = 0;
   int32_t counters = 0;
   const int32_t classes = static_cast<int32_t>(q.sizes[L]);
@@ -290,9 +290,9 @@ inline Verdict make_plan(const PlanRequest& q, Plan* out) {
     lp.fan_in = static_cast<int32_t>(q.sizes[l]);
     lp.fan_out = static_cast<int32_t>(q.sizes[l + 1]);
     lp.w_off = total;
-    total += (int64_t{lp.fan_in} * lp.fan_out + align - 1) / align * align;
+    total += align_tensor_floats(int64_t{lp.fan_in} * lp.fan_out);  // as ParamLayout
     lp.b_off = total;
-    total += (int64_t{lp.fan_out} + align - 1) / align * align;
+    total += align_tensor_floats(lp.fan_out);
     if (!choose_split(lp.fan_in, lp.fan_out, p.batch, p.grid, l == 0 ? 0.25 : 1.0, train, budget,
                       &lp.fwd))
       return refuse(

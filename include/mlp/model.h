@@ -3,10 +3,9 @@
 //
 // Layout invariants: layer l's weights W_l are (fan_in, fan_out) row-major, so
 // a layer is Y = X * W_l + b_l; each tensor starts on a 64-byte boundary (a
-// cache line, a multiple of 16 floats) inside the flat buffer, so a CPU loop's
-// 64-byte vector loads never straddle two lines (at 16-byte alignment layer
-// 1's weights began 16 bytes into a line, and a CPU step on a 2-core AMD EPYC
-// Zen 4 was about 2% slower); gradients and both moments use
+// cache line, mlp/tensor_align.h) inside the flat buffer (at 16-byte alignment
+// layer 1's weights began 16 bytes into a line, and a CPU step on a 2-core AMD
+// EPYC Zen 4 was about 2% slower); gradients and both moments use
 // the same offsets, so one Adam launch updates everything. Padding floats have
 // zero gradient forever and so never move.
 #pragma once
@@ -18,6 +17,7 @@
 #include "mlp/backend.h"
 #include "mlp/optimizer.h"
 #include "mlp/step_plan.h"
+#include "mlp/tensor_align.h"
 
 namespace mlp {
 
@@ -30,7 +30,6 @@ std::string format_sizes(const std::vector<int64_t>& sizes);
 
 class ParamLayout {
  public:
-  static constexpr int64_t kAlignFloats = 16;  // 64 bytes: every tensor starts a cache line
   // sizes: {inputs, hidden..., classes}, e.g. {784, 500, 500, 500, 10}
   explicit ParamLayout(std::vector<int64_t> sizes);
   int64_t layers() const { return static_cast<int64_t>(sizes_.size()) - 1; }
