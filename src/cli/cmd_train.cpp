@@ -75,29 +75,15 @@ void print_header(Reporter& report, const RunConfig& cfg, const Backend& backend
                   const Dataset& train, const Dataset& test, const Model& model,
                   const Trainer& trainer) {
   const std::vector<int64_t>& sizes = model.layout().sizes();
-  const nlohmann::json fields = {{"version", MLP_VERSION},
-                                 {"device", backend_kind_name(backend.kind())},
-                                 {"backend", backend.describe()},
-                                 {"data", cfg.data_dir},
-                                 {"train_samples", train.count},
-                                 {"test_samples", test.count},
-                                 {"layers", sizes},
-                                 {"parameters", model.layout().parameter_count()},
-                                 {"epochs", cfg.epochs},
-                                 {"batch_size", cfg.batch_size},
-                                 {"steps_per_epoch", trainer.steps_per_epoch()},
-                                 {"lr", cfg.adam.lr},
-                                 {"lr_schedule", schedule_name(cfg.schedule.kind)},
-                                 {"lr_gamma", cfg.schedule.gamma},
-                                 {"lr_step_steps", cfg.schedule.step_size},
-                                 {"lr_warmup_steps", cfg.schedule.warmup_steps},
-                                 {"lr_total_steps", cfg.schedule.total_steps},
-                                 {"lr_min", cfg.schedule.min_lr},
-                                 {"log_interval", cfg.log_interval},
-                                 {"init", init_name(cfg.init)},
-                                 {"seed", cfg.seed},
-                                 {"binarize", cfg.binarize},
-                                 {"graph", cfg.use_graph && trainer.graph_fallback().empty()}};
+  nlohmann::json fields = start_fields(cfg, backend, train, test, model, trainer.steps_per_epoch());
+  fields.update({{"lr_schedule", schedule_name(cfg.schedule.kind)},
+                 {"lr_gamma", cfg.schedule.gamma},
+                 {"lr_step_steps", cfg.schedule.step_size},
+                 {"lr_warmup_steps", cfg.schedule.warmup_steps},
+                 {"lr_total_steps", cfg.schedule.total_steps},
+                 {"lr_min", cfg.schedule.min_lr},
+                 {"log_interval", cfg.log_interval},
+                 {"graph", cfg.use_graph && trainer.graph_fallback().empty()}});
   report.header(
       fields,
       fmt::format("mnist-mlp {} | {}\n"

@@ -24,6 +24,25 @@ TrainerOptions trainer_options(const RunConfig& c) {
   return t;
 }
 
+nlohmann::json start_fields(const RunConfig& c, const Backend& backend, const Dataset& train,
+                            const Dataset& test, const Model& model, int64_t steps_per_epoch) {
+  return {{"version", MLP_VERSION},
+          {"device", backend_kind_name(backend.kind())},
+          {"backend", backend.describe()},
+          {"data", c.data_dir},
+          {"train_samples", train.count},
+          {"test_samples", test.count},
+          {"layers", model.layout().sizes()},
+          {"parameters", model.layout().parameter_count()},
+          {"epochs", c.epochs},
+          {"batch_size", c.batch_size},
+          {"steps_per_epoch", steps_per_epoch},
+          {"lr", c.adam.lr},
+          {"init", init_name(c.init)},
+          {"seed", c.seed},
+          {"binarize", c.binarize}};
+}
+
 LrSchedule make_schedule(const ScheduleFlags& f, int64_t epochs, int64_t steps_per_epoch) {
   LrSchedule s;
   if (f.kind == "constant")

@@ -4,9 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "mlp/backend.h"
+#include "mlp/dataset.h"
 #include "mlp/model.h"
 #include "mlp/optimizer.h"
 #include "mlp/trainer.h"
@@ -47,6 +50,11 @@ const char* schedule_name(LrScheduleKind k);
 // need be), evaluates nothing and keeps no per-epoch host snapshot, so the
 // capture holds training steps only.
 TrainerOptions trainer_options(const RunConfig& c);
+
+// The start event's fields that every engine's run has (the version, device,
+// data, model, seed, ...); each engine's header adds its own.
+nlohmann::json start_fields(const RunConfig& c, const Backend& backend, const Dataset& train,
+                            const Dataset& test, const Model& model, int64_t steps_per_epoch);
 
 // {inputs, hidden..., classes}
 std::vector<int64_t> layer_sizes(const RunConfig& c, int64_t inputs);

@@ -49,24 +49,8 @@ void print_header(Reporter& report, const RunConfig& cfg, const Backend& backend
                   const Dataset& train, const Dataset& test, const Model& model,
                   const fused::FusedTrainer& trainer) {
   const std::vector<int64_t>& sizes = model.layout().sizes();
-  const nlohmann::json fields = {{"version", MLP_VERSION},
-                                 {"device", backend_kind_name(backend.kind())},
-                                 {"backend", backend.describe()},
-                                 {"engine", "fused"},
-                                 {"fused", trainer.describe()},
-                                 {"data", cfg.data_dir},
-                                 {"train_samples", train.count},
-                                 {"test_samples", test.count},
-                                 {"layers", sizes},
-                                 {"parameters", model.layout().parameter_count()},
-                                 {"epochs", cfg.epochs},
-                                 {"batch_size", cfg.batch_size},
-                                 {"steps_per_epoch", trainer.steps_per_epoch()},
-                                 {"lr", cfg.adam.lr},
-                                 {"init", init_name(cfg.init)},
-                                 {"seed", cfg.seed},
-                                 {"binarize", cfg.binarize},
-                                 {"graph", false}};
+  nlohmann::json fields = start_fields(cfg, backend, train, test, model, trainer.steps_per_epoch());
+  fields.update({{"engine", "fused"}, {"fused", trainer.describe()}, {"graph", false}});
   report.header(
       fields,
       fmt::format(
