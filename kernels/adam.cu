@@ -35,6 +35,7 @@ __device__ __forceinline__ void adam_element(float& p, float g, float& m, float&
   p = __fsub_rn(p, update);
 }
 
+// The scalars once per block, into shared memory: {step_size, 1/sqrt(bc2), b1, b2, eps}.
 __device__ __forceinline__ void load_adam_scalars(const OptimizerState* state, float* k) {
   const OptimizerState st = *state;
   const AdamFactors f = adam_factors(st, st.step);
@@ -69,30 +70,17 @@ __global__ void __launch_bounds__(kAdamBlock)
 __global__ void __launch_bounds__(kAdamBlock)
     adam_kernel(float* __restrict__ params, const float* __restrict__ grads, float* __restrict__ m,
                 float* __restrict__ v, int64_t n, const OptimizerState* __restrict__ state) {
-  // The scalars once per block: {step_size, 1/sqrt(bc2), b1, b2, eps}.
   __shared__ float k[5];
-  if (threadIdx.x == 0) {
-    const OptimizerState st = *state;
-    const AdamFactors f = adam_factors(st, st.step);
-    k[0] = f.step_size;
-    k[1] = f.inv_sqrt_bc2;
-    k[2] = st.adam.beta1;
-    k[3] = st.adam.beta2;
-    k[4] = st.adam.eps;
-  }
+  if (threadIdx.x == 0) load_adam_scalars(state, k);
   // Every thread must reach the barrier, so the bounds check comes after it.
   __syncthreads();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const float step_size = k[0], inv_sqrt_bc2 = k[1], b1 = k[2], b2 = k[3], eps = k[4];
-  const float g = grads[i];
-  const float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(__fsub_rn(1.0f, b1), g));
-  const float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, b2), g), g));
+  float p = params[i], mi = m[i], vi = v[i];
+  adam_element(p, grads[i], mi, vi, k);
+  params[i] = p;
   m[i] = mi;
   v[i] = vi;
-  const float update =
-      __fdiv_rn(__fmul_rn(step_size, mi), __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_sqrt_bc2), eps));
-  params[i] = __fsub_rn(params[i], update);
 }
 
 }  // namespace

@@ -24,6 +24,28 @@ __device__ __forceinline__ void argmax_combine(float& v, int& i, float ov, int o
   }
 }
 
+// Combines the lanes' (max, argmax) across the warp and hands every lane lane
+// 0's: they agree already unless a logit is NaN, and this way they always do.
+__device__ __forceinline__ void warp_max_argmax(float& mx, int& arg) {
+  for (int off = kWarpSize / 2; off > 0; off /= 2)
+    argmax_combine(mx, arg, __shfl_xor_sync(kFullMask, mx, off),
+                   __shfl_xor_sync(kFullMask, arg, off));
+  mx = __shfl_sync(kFullMask, mx, 0);
+  arg = __shfl_sync(kFullMask, arg, 0);
+}
+
+// Lane 0 adds one row's loss and hit to its partials: -log softmax[label] =
+// log(sum) - (x[label] - max), finite for huge logits; a label out of range
+// gives a NaN loss and no hit.
+__device__ __forceinline__ void add_row_loss(double& loss, long long& correct, const float* x,
+                                             int label, int64_t cols, float mx, int arg,
+                                             float sum) {
+  const bool label_ok = label < cols;
+  const float row_loss = label_ok ? logf(sum) - (x[label] - mx) : NAN;
+  loss += static_cast<double>(row_loss);
+  correct += (label_ok && arg == label) ? 1 : 0;
+}
+
 // Bounded for the largest block it is launched with: without it a -G debug build
 // needs more registers per thread than a 1024-thread block can have.
 __global__ void __launch_bounds__(kSoftmaxXentMaxBlock)
@@ -52,25 +74,14 @@ __global__ void __launch_bounds__(kSoftmaxXentMaxBlock)
         mx = x[c];
         arg = static_cast<int>(c);
       }
-    for (int off = kWarpSize / 2; off > 0; off /= 2)
-      argmax_combine(mx, arg, __shfl_xor_sync(kFullMask, mx, off),
-                     __shfl_xor_sync(kFullMask, arg, off));
-    // Lanes agree already unless a logit is NaN; take lane 0's so they always do.
-    mx = __shfl_sync(kFullMask, mx, 0);
-    arg = __shfl_sync(kFullMask, arg, 0);
+    warp_max_argmax(mx, arg);
 
     float sum = 0.0f;
     for (int64_t c = lane; c < cols; c += kWarpSize) sum += expf(x[c] - mx);
     for (int off = kWarpSize / 2; off > 0; off /= 2) sum += __shfl_xor_sync(kFullMask, sum, off);
 
     const int label = labels[r];
-    const bool label_ok = label < cols;
-    if (lane == 0) {
-      // -log softmax[label] = log(sum) - (x[label] - max): finite for huge logits.
-      const float row_loss = label_ok ? logf(sum) - (x[label] - mx) : NAN;
-      loss += static_cast<double>(row_loss);
-      correct += (label_ok && arg == label) ? 1 : 0;
-    }
+    if (lane == 0) add_row_loss(loss, correct, x, label, cols, mx, arg, sum);
     if (dlogits) {
       float* d = dlogits + r * cols;
       const float inv_sum = 1.0f / sum;
@@ -151,11 +162,7 @@ __global__ void __launch_bounds__(kSoftmaxXentBlock)
         arg = c;
       }
     }
-    for (int off = kWarpSize / 2; off > 0; off /= 2)
-      argmax_combine(mx, arg, __shfl_xor_sync(kFullMask, mx, off),
-                     __shfl_xor_sync(kFullMask, arg, off));
-    mx = __shfl_sync(kFullMask, mx, 0);
-    arg = __shfl_sync(kFullMask, arg, 0);
+    warp_max_argmax(mx, arg);
 
     float sum = 0.0f;
 #pragma unroll
@@ -164,12 +171,7 @@ __global__ void __launch_bounds__(kSoftmaxXentBlock)
     for (int off = kWarpSize / 2; off > 0; off /= 2) sum += __shfl_xor_sync(kFullMask, sum, off);
 
     const int label = labels[r];
-    const bool label_ok = label < cols;
-    if (lane == 0) {
-      const float row_loss = label_ok ? logf(sum) - (x[label] - mx) : NAN;
-      loss += static_cast<double>(row_loss);
-      correct += (label_ok && arg == label) ? 1 : 0;
-    }
+    if (lane == 0) add_row_loss(loss, correct, x, label, cols, mx, arg, sum);
     if (dlogits) {
       float* d = dlogits + r * cols;
       const float inv_sum = 1.0f / sum;
