@@ -5,6 +5,7 @@
 // never speed).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -72,6 +73,27 @@ TEST(CpuBench, PeakIsRestatedPerThread) {
   EXPECT_EQ(scale_cpu_peak(p, 2, 2).source, "measured");
 }
 
+TEST(CpuBench, TheHigherOfTwoPeakMeasurementsIsKeptAndEveryCpuRowRestated) {
+  const PeakInfo before{180.0, 0.0, "measured"}, after{240.0, 0.0, "measured"};
+  const PeakInfo p = higher_cpu_peak(before, after);
+  EXPECT_EQ(p.gflops, 240.0);
+  EXPECT_TRUE(testing::contains(p.source, "180.0 before the runs and 240.0 after")) << p.source;
+  EXPECT_EQ(higher_cpu_peak(after, before).gflops, 240.0) << "either order";
+  const PeakInfo unknown{0.0, 0.0, "unknown"};
+  EXPECT_EQ(higher_cpu_peak(unknown, unknown).source, "unknown") << "nothing to compare";
+
+  std::vector<BenchResult> rows(3);
+  rows[0].device = rows[1].device = "cpu";
+  rows[0].threads = 2;
+  rows[1].threads = 1;
+  rows[2].device = "cuda";
+  rows[2].peak_gflops = 50000.0;
+  restate_cpu_peak(rows, p, 2);
+  EXPECT_EQ(rows[0].peak_gflops, 240.0);
+  EXPECT_EQ(rows[1].peak_gflops, 120.0) << "one thread: half of two threads' peak";
+  EXPECT_EQ(rows[2].peak_gflops, 50000.0) << "the GPU row keeps its own peak";
+}
+
 TEST(CpuBench, JsonShowsEveryLibraryThreadCountAndTheNeighbour) {
   const CommandResult r = run_cli({"bench", "--device", "cpu", "--synthetic", "--steps", "2",
                                    "--warmup", "1", "--repeats", "1", "--hidden", "64,32",
@@ -91,6 +113,18 @@ TEST(CpuBench, JsonShowsEveryLibraryThreadCountAndTheNeighbour) {
   }
   EXPECT_EQ(seen.size(), j.at("results").size()) << "each configuration once";
   EXPECT_EQ(j["results"][0].at("cpu_gemm"), cpu_gemm_name(CpuGemm::kDefault));
+  // The peak, measured before and after the runs: every row's share is of the higher.
+  const auto& peak = j.at("peaks").at("cpu");
+  if (peak.at("gflops").get<double>() > 0) {
+    const double before = peak.at("gflops_before_runs").get<double>();
+    const double after = peak.at("gflops_after_runs").get<double>();
+    EXPECT_EQ(peak.at("gflops").get<double>(), std::max(before, after));
+    for (const auto& row : j.at("results"))
+      EXPECT_TRUE(testing::near(row.at("peak_gflops").get<double>(),
+                                std::max(before, after) * row.at("threads").get<int>() / cores, 0,
+                                1e-12))
+          << row.dump();
+  }
   const auto& n = j.at("neighbour");
   EXPECT_EQ(n.at("threads").get<int>(), cores);
   const double ratio = n.at("ratio").get<double>();

@@ -101,6 +101,13 @@ BenchResult run_bench(Backend& backend, const Dataset& data, const BenchConfig& 
 std::vector<CpuOptions> cpu_bench_runs(const CpuOptions& base, bool every_gemm, bool thread_sweep);
 // A peak measured for `measured_threads`, restated for `threads` (FMA units are per core).
 PeakInfo scale_cpu_peak(const PeakInfo& p, int measured_threads, int threads);
+// The CPU peak measured before and after a bench's runs: the higher of the two
+// (a trial window shared with another process reads low, never high, so the
+// lower one would inflate every share of it), its source saying both.
+PeakInfo higher_cpu_peak(const PeakInfo& before, const PeakInfo& after);
+// Gives every CPU row of `rows` `peak` (measured for `measured_threads`),
+// restated for the row's own thread count; other rows are left as they are.
+void restate_cpu_peak(std::vector<BenchResult>& rows, const PeakInfo& peak, int measured_threads);
 // Text for the tables: per CPU row the GEMM phases' GFLOP/s and share of the
 // peak, and the end-to-end share; "" when no row has a peak.
 std::string format_cpu_gemm_report(const std::vector<BenchResult>& rows);
