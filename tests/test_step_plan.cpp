@@ -301,6 +301,28 @@ TEST(StepPlan, PlanStepEqualsSequentialStepBitwise) {
 
 // bench --kernels on the CPU: one row per plan node, the critical path marked
 // and no longer than every node in a row.
+TEST(KernelTiming, GemmSharesAreRestatedAgainstANewPeakAndKernelSharesKept) {
+  KernelReport r;
+  KernelTiming gemm, kernel;
+  gemm.kind = NodeKind::kGemm;
+  gemm.achieved = 150.0;
+  gemm.of_peak = 0.75;  // of 200
+  kernel.kind = NodeKind::kKernel;
+  kernel.achieved = 30.0;
+  kernel.of_peak = 0.5;  // of a bandwidth peak, which the CPU peak does not touch
+  r.nodes = {gemm, kernel};
+  GroupTiming g;
+  g.gemm_gflops = 120.0;
+  g.of_peak = 0.6;
+  r.groups = {g};
+  restate_gemm_peak(r, 240.0);
+  EXPECT_DOUBLE_EQ(r.nodes[0].of_peak, 150.0 / 240.0);
+  EXPECT_DOUBLE_EQ(r.nodes[1].of_peak, 0.5);
+  EXPECT_DOUBLE_EQ(r.groups[0].of_peak, 0.5);
+  restate_gemm_peak(r, 0.0);  // unknown: nothing to restate against
+  EXPECT_DOUBLE_EQ(r.nodes[0].of_peak, 150.0 / 240.0);
+}
+
 TEST(KernelTiming, ReportsEveryNodeAndTheCriticalPath) {
   auto be = make_cpu_backend({1});
   BenchConfig cfg;

@@ -55,6 +55,9 @@ struct KernelReport {
 // cfg.batch, cfg.steps (per repeat), cfg.warmup, cfg.repeats and cfg.sizes are used.
 KernelReport time_kernels(Backend& backend, const Dataset& data, const BenchConfig& cfg,
                           const PeakInfo& peak);
+// Restates every GEMM share of `r` (nodes and groups) against a peak of
+// `gflops` (bench: the CPU peak measured again after the timing, when higher).
+void restate_gemm_peak(KernelReport& r, double gflops);
 // The table `bench --kernels` prints.
 std::string format_kernel_report(const KernelReport& r);
 

@@ -117,6 +117,13 @@ KernelReport time_kernels(Backend& be, const Dataset& data, const BenchConfig& c
   return r;
 }
 
+void restate_gemm_peak(KernelReport& r, double gflops) {
+  if (gflops <= 0) return;
+  for (KernelTiming& k : r.nodes)
+    if (k.kind == NodeKind::kGemm) k.of_peak = k.achieved / gflops;
+  for (GroupTiming& g : r.groups) g.of_peak = g.gemm_gflops / gflops;
+}
+
 std::string format_kernel_report(const KernelReport& r) {
   std::string s = fmt::format(
       "kernels {} batch {} (each node timed alone; * = on the critical path)\n", r.device, r.batch);

@@ -6,6 +6,7 @@
 // prints it, as tables or (--json) one JSON document on stdout.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -139,6 +140,21 @@ void print_tables(const std::vector<BenchResult>& rows, const std::vector<double
 }
 
 // --kernels: every node of the step timed alone (src/bench/kernel_timing.cpp).
+// The CPU peak measured again once the timed runs are done, *peak becoming
+// the higher of the two (higher_cpu_peak: a measurement disturbed by another
+// process reads low, and every share of it would read high); prints both.
+// Returns the new measurement.
+double measure_cpu_peak_again(PeakInfo* peak, int threads, std::FILE* out) {
+  const double before = peak->gflops;
+  const PeakInfo after = cpu_peak(threads);
+  *peak = higher_cpu_peak(*peak, after);
+  fmt::print(out,
+             "peak   cpu: {:.1f} GFLOP/s measured again after the runs ({:.1f} before); the "
+             "shares are of {:.1f}\n",
+             after.gflops, before, peak->gflops);
+  return after.gflops;
+}
+
 int run_kernels(const BenchOptions& o, std::vector<std::unique_ptr<Backend>>& backends,
                 std::map<std::string, PeakInfo>& peaks, const std::vector<int64_t>& batches,
                 const Dataset& data) {
@@ -148,7 +164,12 @@ int run_kernels(const BenchOptions& o, std::vector<std::unique_ptr<Backend>>& ba
       BenchConfig c = o.cfg;
       c.batch = b;
       const std::string dev = backend_kind_name(be->kind());
-      const KernelReport r = time_kernels(*be, data, c, peaks[dev]);
+      KernelReport r = time_kernels(*be, data, c, peaks[dev]);
+      if (dev == "cpu" && peaks[dev].gflops > 0) {
+        measure_cpu_peak_again(&peaks[dev], resolve_cpu_threads(o.device.threads),
+                               o.json ? stderr : stdout);
+        restate_gemm_peak(r, peaks[dev].gflops);
+      }
       if (!o.json) {
         fmt::print("\n{}", format_kernel_report(r));
         continue;
@@ -299,19 +320,11 @@ int run_bench_command(BenchOptions& o) {
     }
   }
 
-  // The CPU peak again, now that the runs are done: of the two, the higher is
-  // the FMA units' (see higher_cpu_peak), and every CPU row's shares are of it.
-  double cpu_peak_before = 0, cpu_peak_after = 0;
+  double cpu_peak_before = 0, cpu_peak_after = 0;  // for peaks.cpu in --json
   if (peaks.count("cpu") && peaks["cpu"].gflops > 0) {
     cpu_peak_before = peaks["cpu"].gflops;
-    const PeakInfo after = cpu_peak(threads);
-    cpu_peak_after = after.gflops;
-    peaks["cpu"] = higher_cpu_peak(peaks["cpu"], after);
+    cpu_peak_after = measure_cpu_peak_again(&peaks["cpu"], threads, o.json ? stderr : stdout);
     restate_cpu_peak(rows, peaks["cpu"], threads);
-    fmt::print(o.json ? stderr : stdout,
-               "peak   cpu: {:.1f} GFLOP/s measured again after the runs ({:.1f} before); the "
-               "shares are of {:.1f}\n",
-               cpu_peak_after, cpu_peak_before, peaks["cpu"].gflops);
   }
 
   NeighbourResult neighbour;
