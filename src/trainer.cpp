@@ -273,33 +273,43 @@ int64_t Trainer::find_nonfinite_step(int64_t epoch, const TrainPosition& from, i
   return -1;
 }
 
-std::vector<EpochStats> Trainer::run(const std::vector<TrainListener*>& listeners,
-                                     const TrainPosition& start) {
+std::vector<EpochStats> run_epochs(const TrainerOptions& opt, const TrainPosition& start,
+                                   const std::vector<TrainListener*>& listeners,
+                                   const std::atomic<bool>& stop_requested, bool* stopped_early,
+                                   const TrainEpochFn& train_epoch) {
   std::vector<EpochStats> all;
-  position_ = start;
-  stopped_early_ = false;
-  int64_t steps_left = opt_.max_steps;  // <= 0: no limit
-  for (int64_t e = start.epoch; e < opt_.epochs; ++e) {
+  *stopped_early = false;
+  int64_t steps_left = opt.max_steps;  // <= 0: no limit
+  for (int64_t e = start.epoch; e < opt.epochs; ++e) {
     TrainPosition from;
     from.epoch = e;
     if (e == start.epoch) from = start;
-    const EpochStats s = train_epoch(e, from, opt_.max_steps > 0 ? steps_left : 0, listeners);
+    const EpochStats s = train_epoch(e, from, opt.max_steps > 0 ? steps_left : 0);
     const int64_t ran = s.steps - std::min(from.step, s.steps);
     if (ran > 0) all.push_back(s);  // an epoch stopped before its first step is not reported
-    if (opt_.max_steps > 0) steps_left -= ran;
-    if (!s.complete) {  // a stop request or the step limit: position_ says where
-      stopped_early_ = stop_requested_.load();
+    if (opt.max_steps > 0) steps_left -= ran;
+    if (!s.complete) {  // a stop request or the step limit: the trainer's position says where
+      *stopped_early = stop_requested.load();
       break;
     }
     bool go_on = true;
     for (TrainListener* l : listeners) go_on = l->on_epoch_end(s) && go_on;
-    if (!go_on || (opt_.max_steps > 0 && steps_left <= 0)) break;
-    if (stop_requested_.load()) {  // arrived during the epoch's last step or its evaluation
-      stopped_early_ = e + 1 < opt_.epochs;
+    if (!go_on || (opt.max_steps > 0 && steps_left <= 0)) break;
+    if (stop_requested.load()) {  // arrived during the epoch's last step or its evaluation
+      *stopped_early = e + 1 < opt.epochs;
       break;
     }
   }
   return all;
+}
+
+std::vector<EpochStats> Trainer::run(const std::vector<TrainListener*>& listeners,
+                                     const TrainPosition& start) {
+  position_ = start;
+  return run_epochs(opt_, start, listeners, stop_requested_, &stopped_early_,
+                    [&](int64_t epoch, const TrainPosition& from, int64_t step_budget) {
+                      return train_epoch(epoch, from, step_budget, listeners);
+                    });
 }
 
 }  // namespace mlp

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -87,6 +88,19 @@ class TrainListener {
   // After each complete epoch. Return false to stop training after it.
   virtual bool on_epoch_end(const EpochStats& /*stats*/) { return true; }
 };
+
+// The epoch loop that Trainer::run and the fused engine's trainer share, so that
+// both stop, resume and report alike: trains from `start` until opt.epochs are
+// complete, opt.max_steps steps ran, `stop_requested` was set, or a listener
+// returned false (see Trainer::run). train_epoch(epoch, from, step_budget)
+// trains one epoch from `from` (step_budget <= 0: no limit). Sets
+// *stopped_early as Trainer::stopped_early() says.
+using TrainEpochFn =
+    std::function<EpochStats(int64_t epoch, const TrainPosition& from, int64_t step_budget)>;
+std::vector<EpochStats> run_epochs(const TrainerOptions& opt, const TrainPosition& start,
+                                   const std::vector<TrainListener*>& listeners,
+                                   const std::atomic<bool>& stop_requested, bool* stopped_early,
+                                   const TrainEpochFn& train_epoch);
 
 class Trainer {
  public:

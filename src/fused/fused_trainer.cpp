@@ -92,32 +92,12 @@ EpochStats FusedTrainer::train_epoch(int64_t epoch, const TrainPosition& from, i
 
 std::vector<EpochStats> FusedTrainer::run(const std::vector<TrainListener*>& listeners,
                                           const TrainPosition& start) {
-  std::vector<EpochStats> all;
   position_ = start;
-  stopped_early_ = false;
   runner_->set_state(model_.state(), model_.adam(), model_.schedule());
-  int64_t steps_left = opt_.max_steps;  // <= 0: no limit
-  for (int64_t e = start.epoch; e < opt_.epochs; ++e) {
-    TrainPosition from;
-    from.epoch = e;
-    if (e == start.epoch) from = start;
-    const EpochStats s = train_epoch(e, from, opt_.max_steps > 0 ? steps_left : 0, listeners);
-    const int64_t ran = s.steps - std::min(from.step, s.steps);
-    if (ran > 0) all.push_back(s);
-    if (opt_.max_steps > 0) steps_left -= ran;
-    if (!s.complete) {
-      stopped_early_ = stop_requested_.load();
-      break;
-    }
-    bool go_on = true;
-    for (TrainListener* l : listeners) go_on = l->on_epoch_end(s) && go_on;
-    if (!go_on || (opt_.max_steps > 0 && steps_left <= 0)) break;
-    if (stop_requested_.load()) {
-      stopped_early_ = e + 1 < opt_.epochs;
-      break;
-    }
-  }
-  return all;
+  return run_epochs(opt_, start, listeners, stop_requested_, &stopped_early_,
+                    [&](int64_t epoch, const TrainPosition& from, int64_t step_budget) {
+                      return train_epoch(epoch, from, step_budget, listeners);
+                    });
 }
 
 }  // namespace mlp::fused
