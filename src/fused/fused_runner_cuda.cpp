@@ -17,10 +17,16 @@ struct CudaFree {
 };
 using DevPtr = std::unique_ptr<void, CudaFree>;
 
-DevPtr dev_alloc(std::size_t bytes) {
+// Every copy and memset below is issued on the runner's stream, in order with
+// its launches: the stream is non-blocking, so it would not wait for plain
+// cudaMemcpy/cudaMemset (legacy default stream), and a pageable-to-device
+// cudaMemcpy may return before its DMA has landed. A pageable-to-device
+// cudaMemcpyAsync returns once the source is staged, so the host buffer may
+// change right after; a device-to-pageable one returns when the copy is done.
+DevPtr dev_alloc(std::size_t bytes, cudaStream_t stream) {
   void* p = nullptr;
   MLP_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
-  MLP_CUDA_CHECK(cudaMemset(p, 0, bytes == 0 ? 1 : bytes));
+  MLP_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes == 0 ? 1 : bytes, stream));
   return DevPtr(p);
 }
 
@@ -37,14 +43,14 @@ class KernelRunner final : public StepRunner {
     plan_ = launch_.plan;
     MLP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const auto floats = static_cast<std::size_t>(plan_.param_floats) * sizeof(float);
-    params_ = dev_alloc(floats);
+    params_ = dev_alloc(floats, stream_);
     if (!forward_only) {
-      m_ = dev_alloc(floats);
-      v_ = dev_alloc(floats);
-      state_ = dev_alloc(sizeof(OptimizerState));
+      m_ = dev_alloc(floats, stream_);
+      v_ = dev_alloc(floats, stream_);
+      state_ = dev_alloc(sizeof(OptimizerState), stream_);
     }
-    metrics_ = dev_alloc(kMetricCount * sizeof(double));
-    workspace_ = dev_alloc(static_cast<std::size_t>(workspace_bytes(plan_)));
+    metrics_ = dev_alloc(kMetricCount * sizeof(double), stream_);
+    workspace_ = dev_alloc(static_cast<std::size_t>(workspace_bytes(plan_)), stream_);
   }
   ~KernelRunner() override {
     (void)cudaStreamSynchronize(stream_);
@@ -57,25 +63,23 @@ class KernelRunner final : public StepRunner {
   }
   void set_data(const Dataset& data) override {
     synchronize();
-    images_ = dev_alloc(data.images.size());
-    labels_ = dev_alloc(data.labels.size());
-    MLP_CUDA_CHECK(
-        cudaMemcpy(images_.get(), data.images.data(), data.images.size(), cudaMemcpyHostToDevice));
-    MLP_CUDA_CHECK(
-        cudaMemcpy(labels_.get(), data.labels.data(), data.labels.size(), cudaMemcpyHostToDevice));
+    images_ = dev_alloc(data.images.size(), stream_);
+    labels_ = dev_alloc(data.labels.size(), stream_);
+    copy_to_device(images_.get(), data.images.data(), data.images.size());
+    copy_to_device(labels_.get(), data.labels.data(), data.labels.size());
   }
   void set_order(const std::vector<int32_t>& order) override {
     synchronize();  // queued steps may still read the old order
     if (order.size() > order_size_) {
-      order_ = dev_alloc(order.size() * sizeof(int32_t));
+      order_ = dev_alloc(order.size() * sizeof(int32_t), stream_);
       order_size_ = order.size();
     }
-    MLP_CUDA_CHECK(cudaMemcpy(order_.get(), order.data(), order.size() * sizeof(int32_t),
-                              cudaMemcpyHostToDevice));
+    copy_to_device(order_.get(), order.data(), order.size() * sizeof(int32_t));
     order_count_ = static_cast<int64_t>(order.size());
   }
   void set_state(const ModelState& s, const AdamHyper& adam, const LrSchedule& schedule) override {
     check_size(s.params.size());
+    check_trains();
     synchronize();
     upload(params_, s.params);
     upload(m_, s.m);
@@ -84,16 +88,17 @@ class KernelRunner final : public StepRunner {
     st.step = s.step;
     st.adam = adam;
     st.schedule = schedule;
-    MLP_CUDA_CHECK(cudaMemcpy(state_.get(), &st, sizeof st, cudaMemcpyHostToDevice));
+    copy_to_device(state_.get(), &st, sizeof st);
   }
   ModelState state() override {
+    check_trains();
     synchronize();
     ModelState s;
     s.params = download(params_);
     s.m = download(m_);
     s.v = download(v_);
     OptimizerState st{};
-    MLP_CUDA_CHECK(cudaMemcpy(&st, state_.get(), sizeof st, cudaMemcpyDeviceToHost));
+    copy_to_host(&st, state_.get(), sizeof st);
     s.step = st.step;
     return s;
   }
@@ -105,12 +110,11 @@ class KernelRunner final : public StepRunner {
   void set_metrics(double loss_sum, double correct) override {
     synchronize();
     const double m[kMetricCount] = {loss_sum, correct};
-    MLP_CUDA_CHECK(cudaMemcpy(metrics_.get(), m, sizeof m, cudaMemcpyHostToDevice));
+    copy_to_device(metrics_.get(), m, sizeof m);
   }
   void metrics(double out[kMetricCount]) override {
     synchronize();
-    MLP_CUDA_CHECK(
-        cudaMemcpy(out, metrics_.get(), kMetricCount * sizeof(double), cudaMemcpyDeviceToHost));
+    copy_to_host(out, metrics_.get(), kMetricCount * sizeof(double));
   }
   void run(int64_t first, int64_t steps) override {
     if (!images_ || (first + steps) * plan_.batch > order_count_)
@@ -132,26 +136,34 @@ class KernelRunner final : public StepRunner {
     synchronize();
     const LayerPlan& last = plan_.layer[plan_.layers - 1];
     std::vector<float> out(static_cast<std::size_t>(int64_t{plan_.batch} * last.fan_out));
-    MLP_CUDA_CHECK(cudaMemcpy(out.data(),
-                              as<float>(workspace_) + plan_.counter_floats + last.act_off,
-                              out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    copy_to_host(out.data(), as<float>(workspace_) + plan_.counter_floats + last.act_off,
+                 out.size() * sizeof(float));
     return out;
   }
   void synchronize() override { MLP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
  private:
+  // A forward-only runner (evaluation) has no moments nor optimizer state.
+  void check_trains() const {
+    if (!state_) throw Error(ExitCode::kFailure, "fused runner: forward-only, no training state");
+  }
   void check_size(std::size_t n) const {
     if (static_cast<int64_t>(n) != plan_.param_floats)
       throw Error(ExitCode::kFailure, "fused runner: parameter buffer of the wrong size");
   }
+  void copy_to_device(void* dst, const void* src, std::size_t bytes) {
+    MLP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) {
+    MLP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    synchronize();  // the caller reads dst next, whatever kind of host memory it is
+  }
   void upload(const DevPtr& dst, const std::vector<float>& src) {
-    MLP_CUDA_CHECK(
-        cudaMemcpy(dst.get(), src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice));
+    copy_to_device(dst.get(), src.data(), src.size() * sizeof(float));
   }
   std::vector<float> download(const DevPtr& src) {
     std::vector<float> out(static_cast<std::size_t>(plan_.param_floats));
-    MLP_CUDA_CHECK(
-        cudaMemcpy(out.data(), src.get(), out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    copy_to_host(out.data(), src.get(), out.size() * sizeof(float));
     return out;
   }
 
