@@ -4,9 +4,9 @@
 // of two. Whether cuBLASLt has an algorithm for a shape with that epilogue in
 // FP32 (or TF32) is asked of its heuristics at run time, once per shape; when
 // it has none, run() returns false and the caller falls back to cuBLAS + the
-// bias kernel (a message says so once per shape). The backward pass keeps the
-// custom ReLU-backward + bias-gradient kernel: DRELU_BGRAD needs the
-// forward's ReLU bitmask (RELU_AUX_BIAS), which this route does not keep.
+// bias kernel (a message says so once per shape and alignment). The backward
+// pass keeps the custom ReLU-backward + bias-gradient kernel: DRELU_BGRAD needs
+// the forward's ReLU bitmask (RELU_AUX_BIAS), which this route does not keep.
 #pragma once
 
 #include <cublasLt.h>
@@ -38,13 +38,16 @@ class LtGemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  Plan& plan_for(int m, int n, int k, bool relu);
+  // What a plan is chosen for: the shape, the epilogue, and the alignment in
+  // bytes (up to 256) of w, x and out, which cuBLASLt's heuristics must be told.
+  using Key = std::tuple<int, int, int, bool, uint32_t, uint32_t, uint32_t>;
+  Plan& plan_for(const Key& key);
 
   bool tf32_;
   void* workspace_;
   std::size_t workspace_bytes_;
   cublasLtHandle_t handle_ = nullptr;
-  std::map<std::tuple<int, int, int, bool>, Plan> plans_;
+  std::map<Key, Plan> plans_;
 };
 
 }  // namespace mlp::cuda

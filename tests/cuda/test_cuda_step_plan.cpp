@@ -187,6 +187,9 @@ TEST_F(CudaTest, PlanStepGradientsMatchCpu) {
 // atol_ij = 2 * k * u * (|x| |w|)_ij + 4u |bias_j| (the bias add rounds once
 // more), rtol 0; the ReLU is exact. Where cuBLASLt has no algorithm the op
 // falls back and must still match. The plan then has one forward node per layer.
+// Each case runs on 256-byte aligned buffers (cudaMalloc's) and on buffers 16
+// floats in, the 64-byte boundary the flat parameter buffer puts tensors on:
+// cuBLASLt's heuristics assume 256 unless told the alignment.
 TEST_F(CudaTest, LtEpilogueGemmMatchesCpuAndShortensThePlan) {
   CudaOptions opt;
   opt.gemm_lt = true;
@@ -197,30 +200,39 @@ TEST_F(CudaTest, LtEpilogueGemmMatchesCpuAndShortensThePlan) {
   };
   for (const Case c :
        std::vector<Case>{{100, 784, 500}, {100, 500, 10}, {7, 13, 5}, {4096, 500, 500}})
-    for (bool relu : {true, false}) {
-      const auto x = random_floats(static_cast<std::size_t>(c.m * c.k), 81);
-      const auto w = random_floats(static_cast<std::size_t>(c.k * c.n), 82, 0.1);
-      const auto b = random_floats(static_cast<std::size_t>(c.n), 83);
-      const auto run = [&](Backend& be) {
-        DeviceVec<float> dx(be, x), dw(be, w), db(be, b);
-        DeviceVec<float> out(be, std::vector<float>(static_cast<std::size_t>(c.m * c.n)));
-        be.gemm_bias_act({dx.get(), c.m, c.k}, {dw.get(), c.k, c.n}, db.get(), relu,
-                         {out.get(), c.m, c.n});
-        return out.download();
-      };
-      const auto want = run(cpu()), got = run(*lt);
-      std::vector<double> atol(want.size());
-      for (int64_t i = 0; i < c.m; ++i)
-        for (int64_t j = 0; j < c.n; ++j) {
-          double mag = 0;
-          for (int64_t p = 0; p < c.k; ++p)
-            mag += std::abs(static_cast<double>(x[i * c.k + p]) * w[p * c.n + j]);
-          atol[i * c.n + j] = 2.0 * static_cast<double>(c.k) * kUnitRoundoff * mag +
-                              4 * kUnitRoundoff * std::abs(b[j]);
-        }
-      EXPECT_TRUE(all_close(got, want, atol, 0.0))
-          << c.m << "x" << c.k << "x" << c.n << (relu ? " relu" : "");
-    }
+    for (bool relu : {true, false})
+      for (const std::size_t shift : {std::size_t{0}, std::size_t{16}}) {
+        const auto x = random_floats(static_cast<std::size_t>(c.m * c.k), 81);
+        const auto w = random_floats(static_cast<std::size_t>(c.k * c.n), 82, 0.1);
+        const auto b = random_floats(static_cast<std::size_t>(c.n), 83);
+        const auto shifted = [shift](const std::vector<float>& v) {
+          std::vector<float> out(shift, 0.0f);
+          out.insert(out.end(), v.begin(), v.end());
+          return out;
+        };
+        const auto run = [&](Backend& be) {
+          DeviceVec<float> dx(be, shifted(x)), dw(be, shifted(w)), db(be, shifted(b));
+          DeviceVec<float> out(be, std::vector<float>(shift + static_cast<std::size_t>(c.m * c.n)));
+          be.gemm_bias_act({dx.get() + shift, c.m, c.k}, {dw.get() + shift, c.k, c.n},
+                           db.get() + shift, relu, {out.get() + shift, c.m, c.n});
+          std::vector<float> got = out.download();
+          got.erase(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(shift));
+          return got;
+        };
+        const auto want = run(cpu()), got = run(*lt);
+        std::vector<double> atol(want.size());
+        for (int64_t i = 0; i < c.m; ++i)
+          for (int64_t j = 0; j < c.n; ++j) {
+            double mag = 0;
+            for (int64_t p = 0; p < c.k; ++p)
+              mag += std::abs(static_cast<double>(x[i * c.k + p]) * w[p * c.n + j]);
+            atol[i * c.n + j] = 2.0 * static_cast<double>(c.k) * kUnitRoundoff * mag +
+                                4 * kUnitRoundoff * std::abs(b[j]);
+          }
+        EXPECT_TRUE(all_close(got, want, atol, 0.0))
+            << c.m << "x" << c.k << "x" << c.n << (relu ? " relu" : "") << ", buffers " << shift
+            << " floats in";
+      }
   Model model(*lt, {784, 500, 500, 500, 10}, 100, AdamHyper{}, false);
   Buffer input = lt->alloc(100 * 785);
   DeviceVec<double> metrics(*lt, {0.0, 0.0});
