@@ -64,6 +64,16 @@ TEST_F(CudaTest, AdamInAReplayedGraphFollowsTheSchedule) {
   DeviceVec<OptimizerState> state(gpu(), {st});
   DeviceVec<float> cp(cpu(), p0), cg(cpu(), ones), cm(cpu(), zeros), cv(cpu(), zeros);
   DeviceVec<OptimizerState> cstate(cpu(), {st});
+  {
+    // Run the kernels once outside the capture, on scratch copies, as the
+    // Trainer's warm-up steps do: with lazy module loading (the default since
+    // CUDA 12.2), drivers older than CUDA 12.3's cannot load a kernel while a
+    // stream is being captured.
+    DeviceVec<float> sp(gpu(), p0), sg(gpu(), ones), sm(gpu(), zeros), sv(gpu(), zeros);
+    DeviceVec<OptimizerState> sstate(gpu(), {st});
+    gpu().adam_step(sp.get(), sg.get(), sm.get(), sv.get(), n, sstate.get());
+    gpu().synchronize();
+  }
   const auto graph =
       gpu().capture([&] { gpu().adam_step(p.get(), g.get(), m.get(), v.get(), n, state.get()); });
   // t = 1: warm-up (1 step); then 2 steps per decay from t = 2: t = 2, 3; 4, 5; 6.
